@@ -19,6 +19,7 @@ from rich.table import Table
 
 from engine.journal import JournalReader
 from engine.replay import replay
+from tape.display import positions_table
 
 DEFAULT_JOURNALS = Path("journals")
 
@@ -61,21 +62,8 @@ def cmd_replay(args: argparse.Namespace, out: Console) -> int:
         f"{result.effects:,} effects) {verb} in {elapsed:.2f} s ({rate:,.0f} entries/s)"
     )
     if args.positions:
-        _print_positions(engine, out)
+        out.print(positions_table(engine, title="net positions after replay"))
     return 0
-
-
-def _print_positions(engine: object, out: Console) -> None:
-    book = getattr(engine, "positions", None)
-    rows = getattr(book, "rows", None)
-    if rows is None:
-        return
-    table = Table(title="positions after replay")
-    for col in ("account", "strategy", "instrument", "qty", "avg_price", "realised", "fees"):
-        table.add_column(col)
-    for row in rows():
-        table.add_row(*(str(v) for v in row))
-    out.print(table)
 
 
 def cmd_journal_verify(args: argparse.Namespace, out: Console) -> int:
@@ -156,9 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     v = jsub.add_parser("verify", parents=[common], help="integrity, torn tail, hash chain")
     v.add_argument("run", metavar="RUN")
     v.set_defaults(func=cmd_journal_verify)
-    i = jsub.add_parser(
-        "inspect", parents=[common], help="manifest, counts by kind, time range"
-    )
+    i = jsub.add_parser("inspect", parents=[common], help="manifest, counts by kind, time range")
     i.add_argument("run", metavar="RUN")
     i.set_defaults(func=cmd_journal_inspect)
     t = jsub.add_parser("tail", parents=[common], help="the last entries")
@@ -171,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `tape` command line; return the exit code."""
     args = build_parser().parse_args(argv)
-    out = Console(highlight=False, soft_wrap=True)
+    out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 140)
     try:
         code: int = args.func(args, out)
     except UsageError as exc:

@@ -13,7 +13,6 @@ from typing import Any
 
 import pyarrow as pa
 from rich.console import Console
-from rich.table import Table
 
 from engine.core import Engine, EngineConfig
 from engine.messages import AssetClass, Instrument, OrderType, Side, Signal, SignalIntent
@@ -21,6 +20,7 @@ from engine.replay import replay
 from sim.market import MarketSpec, VenueQuoting, generate_quotes
 from sim.run import SimResult, SimRun
 from sim.venue import VenueConfig
+from tape.display import positions_table
 
 START_NS = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
 VENUES = ("ALPHA", "BETA", "GAMMA")
@@ -135,22 +135,38 @@ def run_demo(journals: Path, run_id: str, seed: int, ticks: int) -> tuple[SimRes
     return sim.run(quotes, signals), sim.engine
 
 
+def _free_run_id(journals: Path, wanted: str | None) -> str:
+    """Use the run id asked for (which must be new), or the first free demo, demo-2, ..."""
+    from tape.cli import UsageError
+
+    if wanted is not None:
+        if (journals / wanted).exists():
+            raise UsageError(
+                f"--run-id {wanted!r}: a journal already exists at {journals / wanted}; "
+                "choose another run id"
+            )
+        return wanted
+    n, run_id = 1, "demo"
+    while (journals / run_id).exists():
+        n += 1
+        run_id = f"demo-{n}"
+    return run_id
+
+
 def cmd_demo(args: argparse.Namespace, out: Console) -> int:
-    out.print(
-        f"tape demo: 3 instruments x 3 venues, {args.ticks:,} quotes each, seed {args.seed}"
-    )
+    if args.ticks < 10:
+        from tape.cli import UsageError
+
+        raise UsageError(f"--ticks: expected at least 10 quotes per venue, got {args.ticks}")
+    args.run_id = _free_run_id(args.journals, args.run_id)
+    out.print(f"tape demo: 3 instruments x 3 venues, {args.ticks:,} quotes each, seed {args.seed}")
     result, engine = run_demo(args.journals, args.run_id, args.seed, args.ticks)
     out.print(
         f"sim: {result.inputs:,} inputs, {result.effects:,} effects, {result.orders:,} orders, "
         f"{result.fills:,} fills, {result.alerts:,} alerts in {result.wall_s:.2f} s "
         f"({result.inputs / max(result.wall_s, 1e-9):,.0f} events/s)"
     )
-    table = Table(title="positions (net per account and instrument)")
-    for col in ("account", "strategy", "instrument", "qty", "avg_price", "realised", "fees"):
-        table.add_column(col, justify="right")
-    for row in engine.positions.rows():
-        table.add_row(*(str(v) for v in row))
-    out.print(table)
+    out.print(positions_table(engine))
     verified, _ = replay(Path(result.run_dir), verify=True)
     if verified.divergence is not None:
         out.print(f"replay DIVERGED: {verified.divergence.describe()}")
@@ -167,7 +183,9 @@ def add_demo_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "demo", parents=[common], help="run a seeded sim on sample data and verify its replay"
     )
-    p.add_argument("--run-id", default="demo", help="run id (default: demo)")
+    p.add_argument(
+        "--run-id", default=None, help="run id (default: the first free of demo, demo-2, ...)"
+    )
     p.add_argument("--seed", type=int, default=7, help="market and signal seed (default 7)")
     p.add_argument(
         "--ticks", type=int, default=3000, help="quotes per instrument and venue (default 3000)"
