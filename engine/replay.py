@@ -12,11 +12,13 @@ Invariants:
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from engine.codec import decode_messages
 from engine.core import Engine, EngineConfig
 from engine.journal import JournalReader, Manifest
 from engine.messages import Message
@@ -71,50 +73,62 @@ def replay(run_dir: Path, *, verify: bool = True) -> tuple[ReplayResult, Engine]
     """Feed a journal's inputs to a fresh engine; with `verify`, compare every effect."""
     reader = JournalReader(run_dir)
     engine = Engine(engine_config(reader.manifest))
-    handle = engine.handle
-    inputs = effects = 0
-    actual: list[Message] = []
-    pos = 0
-    input_seq = -1
-    input_kind = ""
-    divergence: Divergence | None = None
-    for seq, cause, msg in reader.entries():
-        if cause is None:
-            if verify and pos < len(actual):  # an effect the journal lacks
-                divergence = Divergence(
-                    seq=input_seq,
-                    input_seq=input_seq,
-                    input_kind=input_kind,
-                    expected=None,
-                    actual=actual[pos],
-                )
-                break
-            inputs += 1
-            actual = handle(msg)
-            pos = 0
-            input_seq = seq
-            input_kind = type(msg).__name__
-            continue
-        effects += 1
-        if not verify:
-            continue
-        got = actual[pos] if pos < len(actual) else None
-        if got != msg or cause != input_seq:
-            divergence = Divergence(
-                seq=seq, input_seq=input_seq, input_kind=input_kind, expected=msg, actual=got
-            )
-            break
-        pos += 1
-    else:
-        if verify and pos < len(actual):
-            divergence = Divergence(
-                seq=input_seq,
-                input_seq=input_seq,
-                input_kind=input_kind,
-                expected=None,
-                actual=actual[pos],
-            )
-    result = ReplayResult(
-        run_id=reader.manifest.run_id, inputs=inputs, effects=effects, divergence=divergence
-    )
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # replay allocates many short-lived, acyclic messages: ~15% faster
+    try:
+        result = _feed(reader, engine, verify)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     return result, engine
+
+
+def _feed(reader: JournalReader, engine: Engine, verify: bool) -> ReplayResult:
+    handle = engine.handle
+    entries = effects = 0
+    actual: list[Message] = []
+    pos = n_actual = 0
+    input_seq = -1
+    input_msg: Message | None = None
+    divergence: Divergence | None = None
+
+    def diverged(seq: int, expected: Message | None, got: Message | None) -> Divergence:
+        kind = type(input_msg).__name__ if input_msg is not None else "none"
+        return Divergence(
+            seq=seq, input_seq=input_seq, input_kind=kind, expected=expected, actual=got
+        )
+
+    for batch in reader.batches():
+        first_seq = batch.column(0)[0].as_py()  # seqs are contiguous: the reader checks
+        causes = batch.column(1).to_pylist()
+        entries += len(causes)
+        for row, (cause, msg) in enumerate(zip(causes, decode_messages(batch))):
+            if cause is None:
+                if pos != n_actual and verify:  # an effect the journal lacks
+                    divergence = diverged(input_seq, None, actual[pos])
+                    break
+                actual = handle(msg)
+                n_actual = len(actual)
+                pos = 0
+                input_seq = first_seq + row
+                input_msg = msg
+                continue
+            effects += 1
+            if not verify:
+                continue
+            got = actual[pos] if pos < n_actual else None
+            if got != msg or cause != input_seq:
+                divergence = diverged(first_seq + row, msg, got)
+                break
+            pos += 1
+        if divergence is not None:
+            break
+    else:
+        if verify and pos != n_actual:
+            divergence = diverged(input_seq, None, actual[pos])
+    return ReplayResult(
+        run_id=reader.manifest.run_id,
+        inputs=entries - effects,
+        effects=effects,
+        divergence=divergence,
+    )

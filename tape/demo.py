@@ -104,7 +104,8 @@ def demo_signals(quotes: pa.Table, seed: int, every: int = 20) -> list[Signal]:
             "signal_price": mid,
             "venue": venue if rng.random() < 0.5 else None,
         }
-        lots = rng.choice((20, 50, 100, 200, 500))
+        usd = rng.choice((50, 100, 250, 500, 1_000))  # order size in notional terms
+        lots = max(1, usd * 100 * 10**4 // mid)
         roll = rng.random()
         if roll < 0.15:
             target = rng.choice((-1, 1)) * lots * 2

@@ -1,0 +1,421 @@
+"""Journal benchmarks: append throughput against raw pyarrow, and replay-verify throughput.
+
+Run `python bench/journal.py [--quick]`. Prints a table, then one JSON line with the
+figures (the last line of output).
+
+Append: a realistic entry mix (mostly quotes, some trades, signals, orders and venue
+events, with effects carrying their cause) appended to a `JournalWriter` with
+fsync="none" in a temporary directory, at batch sizes 1, 64 and 4096 (and 4096 with lz4
+compression). "tape /s" times the appends and a final flush, including any size
+rotations (sealed in the background); "+close /s" adds the final seal. The baseline,
+"raw pyarrow", is the same entries already transposed into Python column lists of the
+journal schema, converted with `pa.array(col, type)` per column and written with
+`pa.ipc.new_stream` (uncompressed) at the same batch size: no message transposition, no
+checks, no hashing, no sealing. Runs alternate tape and baseline; each figure is the
+best of a few repeats.
+
+Replay-verify: a sim run (the demo's three venues and three instruments) is journaled
+with the default settings (lz4), then `engine.replay.replay(verify=True)` rebuilds the
+engine from the manifest, feeds every input and compares every effect. Two entry mixes:
+"market-heavy" (a signal every 200th quote, as in most real sessions) and "dense order
+flow" (a signal every 20th quote: ten times the orders, acks, fills and timers). Each
+figure is the median of the repeats; the table shows the range, since this machine's
+timings vary by up to a third from run to run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from rich.console import Console
+from rich.table import Table
+
+from engine import codec
+from engine.journal import JournalWriter, Manifest
+from engine.messages import (
+    KINDS,
+    Liquidity,
+    Message,
+    OrderAccepted,
+    OrderCanceled,
+    OrderFilled,
+    OrderType,
+    QuoteTick,
+    ScheduleTimer,
+    Side,
+    Signal,
+    SubmitOrder,
+    TimeInForce,
+    TimerFired,
+    TradeTick,
+)
+
+Entries = list[tuple[Message, int | None]]
+INSTRUMENTS = ("BTC-USD", "ETH-USD", "SOL-USD", "AAPL", "EURUSD")
+VENUES = ("binance", "coinbase", "kraken", "sim")
+
+
+def make_entries(count: int, seed: int = 7) -> Entries:
+    """Build a deterministic, realistic entry mix: (message, cause index or None)."""
+    rng = random.Random(seed)
+    out: Entries = []
+    ts = 1_700_000_000_000_000_000
+    n_order = 0
+    while len(out) < count:
+        ts += rng.randrange(1_000, 2_000_000)
+        inst = rng.choice(INSTRUMENTS)
+        venue = rng.choice(VENUES)
+        mid = 6_000_000 + rng.randrange(-50_000, 50_000)
+        roll = rng.random()
+        if roll < 0.82:
+            out.append(
+                (
+                    QuoteTick(
+                        ts_recv=ts,
+                        ts_event=ts - rng.randrange(100_000, 900_000),
+                        instrument=inst,
+                        venue=venue,
+                        bid_price=mid - rng.randrange(1, 50),
+                        bid_size=rng.randrange(1, 10_000),
+                        ask_price=mid + rng.randrange(1, 50),
+                        ask_size=rng.randrange(1, 10_000),
+                    ),
+                    None,
+                )
+            )
+        elif roll < 0.92:
+            out.append(
+                (
+                    TradeTick(
+                        ts_recv=ts,
+                        ts_event=ts - 300_000,
+                        instrument=inst,
+                        venue=venue,
+                        price=mid,
+                        qty=rng.randrange(1, 5_000),
+                        aggressor=rng.choice((Side.BUY, Side.SELL, None)),
+                        trade_id=f"{venue}-t{len(out)}",
+                    ),
+                    None,
+                )
+            )
+        else:
+            # A signal, the order it causes, and the venue's answer.
+            n_order += 1
+            order_id = f"bench-{n_order}"
+            side = rng.choice((Side.BUY, Side.SELL))
+            qty = rng.randrange(1, 100)
+            signal_at = len(out)
+            out.append(
+                (
+                    Signal(
+                        ts_recv=ts,
+                        signal_id=f"s{n_order}",
+                        strategy="mm1",
+                        account="acc1",
+                        instrument=inst,
+                        side=side,
+                        qty=qty,
+                        order_type=OrderType.LIMIT,
+                        price=mid,
+                        tif=TimeInForce.GTC,
+                        signal_price=mid,
+                    ),
+                    None,
+                )
+            )
+            out.append(
+                (
+                    SubmitOrder(
+                        ts_recv=ts,
+                        order_id=order_id,
+                        venue=venue,
+                        instrument=inst,
+                        account="acc1",
+                        strategy="mm1",
+                        side=side,
+                        qty=qty,
+                        order_type=OrderType.LIMIT,
+                        price=mid,
+                        tif=TimeInForce.GTC,
+                        signal_id=f"s{n_order}",
+                    ),
+                    signal_at,
+                )
+            )
+            out.append(
+                (
+                    ScheduleTimer(
+                        ts_recv=ts,
+                        timer_id=f"{order_id}-timeout",
+                        fire_at=ts + 5_000_000_000,
+                        purpose="order-timeout",
+                        order_id=order_id,
+                    ),
+                    signal_at,
+                )
+            )
+            ts += 1_000_000
+            out.append((OrderAccepted(ts_recv=ts, order_id=order_id, venue=venue), None))
+            if rng.random() < 0.6:
+                out.append(
+                    (
+                        OrderFilled(
+                            ts_recv=ts + 500_000,
+                            ts_event=ts + 400_000,
+                            order_id=order_id,
+                            venue=venue,
+                            trade_id=f"{venue}-f{n_order}",
+                            price=mid,
+                            qty=qty,
+                            fee=rng.randrange(-10, 100),
+                            liquidity=Liquidity.MAKER,
+                        ),
+                        None,
+                    )
+                )
+            elif rng.random() < 0.5:
+                out.append(
+                    (
+                        TimerFired(
+                            ts_recv=ts + 5_000_000_000,
+                            timer_id=f"{order_id}-timeout",
+                            purpose="order-timeout",
+                            order_id=order_id,
+                        ),
+                        None,
+                    )
+                )
+            else:
+                out.append((OrderCanceled(ts_recv=ts, order_id=order_id, venue=venue), None))
+    return out[:count]
+
+
+def time_tape_append(
+    entries: Entries, batch_size: int, root: Path, compression: Any
+) -> tuple[float, float, int]:
+    """Append every entry to a JournalWriter; return (append s, close s, bytes on disk)."""
+    manifest = Manifest(run_id=f"bench-{batch_size}", mode="bench", seed=7, code_version="bench")
+    run_dir = root / manifest.run_id
+    shutil.rmtree(run_dir, ignore_errors=True)
+    writer = JournalWriter(
+        root, manifest, batch_size=batch_size, fsync="none", compression=compression
+    )
+    append = writer.append
+    started = time.perf_counter()
+    for msg, cause in entries:
+        append(msg, cause)
+    writer.flush()
+    appended = time.perf_counter()
+    writer.close()
+    closed = time.perf_counter()
+    size = sum(p.stat().st_size for p in run_dir.glob("*.arrow"))
+    return appended - started, closed - appended, size
+
+
+def transpose(entries: Entries, batch_size: int) -> list[list[list[Any]]]:
+    """Pre-transpose entries into per-batch Python column lists of the journal schema."""
+    names = [f.name for f in codec.SCHEMA][3:]
+    enum_codes = {
+        c.name: {m: i for i, m in enumerate(c.py_type)} for c in codec.COLUMNS if c.codec == "enum"
+    }
+    kind_code = {cls: i for i, cls in enumerate(KINDS)}
+    chunks = []
+    for start in range(0, len(entries), batch_size):
+        part = entries[start : start + batch_size]
+        cols: list[list[Any]] = [
+            list(range(start, start + len(part))),
+            [cause for _, cause in part],
+            [kind_code[type(msg)] for msg, _ in part],
+        ]
+        for name in names:
+            codes = enum_codes.get(name)
+            values = [getattr(msg, name, None) for msg, _ in part]
+            if codes is not None:
+                values = [None if v is None else codes[v] for v in values]
+            cols.append(values)
+        chunks.append(cols)
+    return chunks
+
+
+def time_raw_pyarrow(chunks: list[list[list[Any]]], path: Path) -> float:
+    """Convert pre-transposed column lists with pa.array and write an IPC stream."""
+    schema = codec.SCHEMA
+    fields = list(schema)
+    dictionaries = {index: fixed for index, _, fixed in codec.DICTIONARIES}
+    started = time.perf_counter()
+    sink = pa.BufferedOutputStream(pa.OSFile(str(path), "wb"), 1 << 20)
+    with pa.ipc.new_stream(sink, schema) as writer:
+        for cols in chunks:
+            arrays = []
+            for index, (field, values) in enumerate(zip(fields, cols)):
+                fixed = dictionaries.get(index)
+                if fixed is None:
+                    arrays.append(pa.array(values, field.type))
+                else:
+                    indices = pa.array(values, pa.int8())
+                    arrays.append(pa.DictionaryArray.from_arrays(indices, fixed))
+            writer.write_batch(pa.record_batch(arrays, schema=schema))
+    sink.close()
+    return time.perf_counter() - started
+
+
+# (batch size, journal compression) runs; the baseline is always uncompressed.
+APPEND_RUNS: tuple[tuple[int, str | None], ...] = (
+    (1, None),
+    (64, None),
+    (4096, None),
+    (4096, "lz4"),
+)
+
+
+def measure_append(
+    runs: tuple[tuple[int, str | None], ...], counts: dict[int, int], repeats: int
+) -> list[dict[str, Any]]:
+    """Time the journal and the raw-pyarrow baseline for each (batch size, compression).
+
+    Runs alternate (tape, raw, tape, raw, ...) so load drift hits both; best of each.
+    """
+    rows = []
+    root = Path(tempfile.mkdtemp(prefix="tape-bench-"))
+    try:
+        for batch_size, compression in runs:
+            entries = make_entries(counts[batch_size])
+            chunks = transpose(entries, batch_size)
+            tape: list[tuple[float, float, int]] = []
+            raw: list[float] = []
+            for _ in range(repeats):
+                gc.collect()
+                tape.append(time_tape_append(entries, batch_size, root, compression))
+                gc.collect()
+                raw.append(time_raw_pyarrow(chunks, root / "raw.arrows"))
+            n = len(entries)
+            append_s = min(t[0] for t in tape)
+            with_close_s = min(t[0] + t[1] for t in tape)
+            raw_s = min(raw)
+            rows.append(
+                {
+                    "batch_size": batch_size,
+                    "compression": compression,
+                    "entries": n,
+                    "tape_per_s": n / append_s,
+                    "tape_with_close_per_s": n / with_close_s,
+                    "raw_per_s": n / raw_s,
+                    "ratio": raw_s / append_s,
+                    "bytes_per_entry": tape[-1][2] / n,
+                    "raw_bytes_per_entry": (root / "raw.arrows").stat().st_size / n,
+                }
+            )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return rows
+
+
+def measure_replay(ticks: int, every: int, repeats: int) -> dict[str, Any]:
+    """Journal a demo sim run, then time replay-verify of it `repeats` times."""
+    from engine.core import EngineConfig
+    from engine.replay import replay
+    from sim.run import SimRun
+    from tape.demo import demo_instruments, demo_market, demo_signals, demo_venues
+
+    root = Path(tempfile.mkdtemp(prefix="tape-bench-replay-"))
+    try:
+        config = EngineConfig(
+            run_id="bench", seed=7, instruments=demo_instruments(), max_order_qty={"*": 10**9}
+        )
+        quotes = demo_market(7, ticks)
+        run = SimRun(config, demo_venues(), root).run(quotes, demo_signals(quotes, 7, every))
+        rates = []
+        for _ in range(repeats):
+            gc.collect()
+            started = time.perf_counter()
+            result, _ = replay(Path(run.run_dir), verify=True)
+            elapsed = time.perf_counter() - started
+            if result.divergence is not None:
+                raise SystemExit(f"replay diverged: {result.divergence.describe()}")
+            rates.append((result.inputs + result.effects) / elapsed)
+        rates.sort()
+        return {
+            "entries": result.inputs + result.effects,
+            "effects": result.effects,
+            "median": rates[len(rates) // 2],
+            "min": rates[0],
+            "max": rates[-1],
+        }
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the journal benchmarks, print a table and a final JSON line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer entries (a smoke run)")
+    args = parser.parse_args(argv)
+    console = Console(width=max(Console().width, 100))
+    if args.quick:
+        counts, repeats = {1: 500, 64: 10_000, 4096: 50_000}, 3
+    else:
+        counts, repeats = {1: 3_000, 64: 60_000, 4096: 400_000}, 5
+    figures: dict[str, Any] = {"quick": args.quick}
+
+    # --- append -----------------------------------------------------------------------
+    rows = measure_append(APPEND_RUNS, counts, repeats)
+    table = Table(title="journal append (fsync=none): tape JournalWriter vs raw pyarrow")
+    for col in ("batch", "compr.", "entries", "tape /s", "+close /s", "pyarrow /s", "ratio"):
+        table.add_column(col, justify="right")
+    table.add_column("B/entry", justify="right")
+    table.add_column("raw B/e", justify="right")
+    for row in rows:
+        table.add_row(
+            str(row["batch_size"]),
+            str(row["compression"] or "-"),
+            f"{row['entries']:,}",
+            f"{row['tape_per_s']:,.0f}",
+            f"{row['tape_with_close_per_s']:,.0f}",
+            f"{row['raw_per_s']:,.0f}",
+            f"{row['ratio']:.2f}",
+            f"{row['bytes_per_entry']:.0f}",
+            f"{row['raw_bytes_per_entry']:.0f}",
+        )
+        key = f"{row['batch_size']}" + (f"_{row['compression']}" if row["compression"] else "")
+        figures[f"append_entries_per_s_{key}"] = round(row["tape_per_s"])
+        figures[f"append_with_close_entries_per_s_{key}"] = round(row["tape_with_close_per_s"])
+        figures[f"pyarrow_entries_per_s_{key}"] = round(row["raw_per_s"])
+        figures[f"append_vs_pyarrow_{key}"] = round(row["ratio"], 3)
+        figures[f"bytes_per_entry_{key}"] = round(row["bytes_per_entry"], 1)
+    console.print(table)
+
+    # --- replay-verify --------------------------------------------------------------------
+    ticks = 3_000 if args.quick else 30_000
+    rtable = Table(title="replay-verify: fresh engine from the manifest, every effect compared")
+    for col in ("mix", "entries", "effects", "median /s", "min /s", "max /s"):
+        rtable.add_column(col, justify="right")
+    for name, every in (("market_heavy", 200), ("dense", 20)):
+        result = measure_replay(ticks, every, repeats)
+        rtable.add_row(
+            name.replace("_", "-"),
+            f"{result['entries']:,}",
+            f"{result['effects']:,}",
+            f"{result['median']:,.0f}",
+            f"{result['min']:,.0f}",
+            f"{result['max']:,.0f}",
+        )
+        suffix = "" if name == "market_heavy" else f"_{name}"
+        figures[f"replay_verify_entries_per_s{suffix}"] = round(result["median"])
+        figures[f"replay_entries{suffix}"] = result["entries"]
+    console.print(rtable)
+
+    print(json.dumps(figures, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,542 @@
+"""Journal schema and the message <-> Arrow record batch codec.
+
+Invariants:
+- The schema is derived from `messages.KINDS` alone: `seq` uint64 (not null), `cause`
+  uint64 (null for inputs), `kind` dictionary<int8, utf8> over the names of `KINDS` in
+  order, `ts_recv` int64 (not null), then the union of every message field, in `KINDS`
+  order and then field order, as a nullable column.
+- Field types map one way: int -> int64, str -> utf8, bool -> bool, StrEnum ->
+  dictionary<int8, utf8> over the enum's values in definition order, `X | None` ->
+  nullable X, anything else (dict, list, nested Struct, unions) -> utf8 holding msgspec
+  JSON. A field name has one type in every message; importing this module fails if not.
+- Dictionary columns always carry the same dictionary object, so an IPC stream emits it
+  once and the IPC file format accepts it.
+- A row of kind K has values only in K's columns; every other column is null there.
+- Encoding then decoding gives back an equal message of the same class: None, 0 and ""
+  stay distinct, defaults are stored explicitly, enums come back as members. A value
+  that would not come back equal (a float in an int field, a bool in an int field, a
+  non-member in an enum field, JSON that decodes differently) is refused when encoded.
+- Encoders and decoders are generated once per kind at import. They are pure functions
+  of their arguments: no clock, no randomness, no set iteration.
+"""
+
+from __future__ import annotations
+
+import enum
+import types
+import typing
+from collections.abc import Callable, Iterable, Sequence
+from itertools import repeat
+from typing import Any, Literal, NamedTuple
+
+import msgspec
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from engine.messages import KIND_BY_NAME, KINDS, Message
+
+__all__ = [
+    "COLUMNS",
+    "DICTIONARIES",
+    "KIND_DICTIONARY",
+    "SCHEMA",
+    "BatchBuilder",
+    "CodecError",
+    "Column",
+    "Encoder",
+    "Entry",
+    "check_message",
+    "decode",
+    "decode_messages",
+    "encode",
+    "message_error",
+]
+
+Codec = Literal["int", "str", "bool", "enum", "json"]
+Encoder = Callable[[Message, int, "int | None"], None]
+
+
+class CodecError(ValueError):
+    """A message that cannot be journaled, or a batch that cannot be decoded."""
+
+
+class Entry(NamedTuple):
+    """One journal entry: its position, the input that caused it (None for inputs), itself."""
+
+    seq: int
+    cause: int | None
+    msg: Message
+
+
+class Column(NamedTuple):
+    """One message-field column of the journal schema."""
+
+    name: str
+    type: pa.DataType  # the Arrow type as stored
+    codec: Codec
+    py_type: Any  # int, str, bool, the enum class, or the type JSON decodes to
+    dictionary: pa.Array | None  # the fixed dictionary of an enum column
+
+
+class _Field(NamedTuple):
+    """One field of one message kind."""
+
+    name: str
+    column: int  # index into COLUMNS
+    optional: bool  # the annotation admits None
+
+
+# --- schema ---------------------------------------------------------------------------------
+
+KIND_DICTIONARY: pa.Array = pa.array([cls.__name__ for cls in KINDS], pa.utf8())
+_DICT_TYPE = pa.dictionary(pa.int8(), pa.utf8())
+_RESERVED = ("seq", "cause", "kind")
+_JSON_ENCODE = msgspec.json.Encoder().encode
+
+
+def _split_optional(annotation: Any) -> tuple[Any, bool]:
+    """Return (the annotation without None, whether None is allowed)."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = typing.get_args(annotation)
+        rest = tuple(a for a in args if a is not type(None))
+        if len(rest) < len(args):
+            return (rest[0] if len(rest) == 1 else typing.Union[rest]), True  # noqa: UP007
+    return annotation, False
+
+
+def _classify(base: Any) -> tuple[Codec, pa.DataType, pa.Array | None]:
+    """Map a field's non-None annotation to its codec, Arrow type and fixed dictionary."""
+    if base is bool:
+        return "bool", pa.bool_(), None
+    if base is int:
+        return "int", pa.int64(), None
+    if base is str:
+        return "str", pa.utf8(), None
+    if isinstance(base, type) and issubclass(base, enum.StrEnum):
+        values = [member.value for member in base]
+        if len(values) > 127:
+            raise TypeError(f"enum {base.__name__}: more than 127 members do not fit int8")
+        return "enum", _DICT_TYPE, pa.array(values, pa.utf8())
+    return "json", pa.utf8(), None
+
+
+def _build_schema(
+    kinds: Sequence[type[Message]],
+) -> tuple[tuple[Column, ...], tuple[tuple[_Field, ...], ...]]:
+    """Derive the union of the kinds' fields and each kind's fields; fail if a name has two
+    types."""
+    columns: dict[str, Column] = {}
+    first_seen: dict[str, str] = {}
+    per_kind: list[tuple[_Field, ...]] = []
+    for cls in kinds:
+        fields = []
+        for field in msgspec.structs.fields(cls):
+            name = field.name
+            if name in _RESERVED:
+                raise TypeError(f"{cls.__name__}.{name}: {name!r} is a reserved journal column")
+            base, optional = _split_optional(field.type)
+            known = columns.get(name)
+            if known is None:
+                codec, arrow_type, dictionary = _classify(base)
+                columns[name] = Column(name, arrow_type, codec, base, dictionary)
+                first_seen[name] = cls.__name__
+            elif known.py_type != base:
+                raise TypeError(
+                    f"field {name!r} is {base!r} in {cls.__name__} but {known.py_type!r} in "
+                    f"{first_seen[name]}: a field name must have one type in every message"
+                )
+            fields.append(_Field(name, list(columns).index(name), optional))
+        per_kind.append(tuple(fields))
+    return tuple(columns.values()), tuple(per_kind)
+
+
+COLUMNS, _FIELDS = _build_schema(KINDS)
+_FIRST_FIELD = 3  # schema position of COLUMNS[0] (ts_recv, first field of every message)
+
+SCHEMA: pa.Schema = pa.schema(
+    [
+        pa.field("seq", pa.uint64(), nullable=False),
+        pa.field("cause", pa.uint64()),
+        pa.field("kind", _DICT_TYPE, nullable=False),
+    ]
+    + [pa.field(c.name, c.type, nullable=c.name != "ts_recv") for c in COLUMNS]
+)
+
+# (schema index, column name, fixed dictionary) of every dictionary column.
+DICTIONARIES: tuple[tuple[int, str, pa.Array], ...] = (
+    (2, "kind", KIND_DICTIONARY),
+    *(
+        (_FIRST_FIELD + j, c.name, c.dictionary)
+        for j, c in enumerate(COLUMNS)
+        if c.dictionary is not None
+    ),
+)
+
+
+# --- checking -------------------------------------------------------------------------------
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _json_problem(col: Column, value: object) -> str | None:
+    try:
+        same = msgspec.json.decode(_JSON_ENCODE(value), type=col.py_type) == value
+    except (TypeError, msgspec.MsgspecError) as exc:
+        return f"expected JSON-encodable {col.py_type!r}, got {value!r:.200} ({exc})"
+    return None if same else f"{value!r:.200} does not survive a JSON round trip as {col.py_type!r}"
+
+
+def _value_problem(col: Column, optional: bool, value: object) -> str | None:
+    """Describe why `value` cannot be stored losslessly in `col`, or return None."""
+    if value is None:
+        return None if optional else "expected a value, got None"
+    if col.codec == "int":
+        if not _is_int(value):
+            return f"expected int, got {type(value).__name__} {value!r:.200}"
+        if not -(2**63) <= value < 2**63:  # type: ignore[operator]
+            return f"expected an int64, got {value!r} (out of range)"
+    elif col.codec == "str":
+        if not isinstance(value, str):
+            return f"expected str, got {type(value).__name__} {value!r:.200}"
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return f"expected valid UTF-8 text, got {value!r:.200}"
+    elif col.codec == "bool":
+        if type(value) is not bool:
+            return f"expected bool, got {type(value).__name__} {value!r:.200}"
+    elif col.codec == "enum":
+        if value not in col.py_type.__members__.values():
+            allowed = ", ".join(m.value for m in col.py_type)
+            return f"expected a {col.py_type.__name__} ({allowed}), got {value!r:.200}"
+    else:
+        return _json_problem(col, value)
+    return None
+
+
+def check_message(msg: object) -> str | None:
+    """Describe why `msg` cannot be journaled losslessly, or return None if it can."""
+    cls = type(msg)
+    if cls not in KINDS:
+        return f"expected a message of a kind in messages.KINDS, got {cls.__name__} {msg!r:.200}"
+    for field in _FIELDS[KINDS.index(cls)]:
+        value = getattr(msg, field.name)
+        problem = _value_problem(COLUMNS[field.column], field.optional, value)
+        if problem:
+            return f"{cls.__name__}.{field.name}: {problem}"
+    return None
+
+
+def message_error(msg: object, exc: BaseException | None = None) -> CodecError:
+    """Return a CodecError naming the message, the field and what was expected."""
+    if isinstance(exc, CodecError):
+        return exc
+    problem = check_message(msg)
+    return CodecError(problem or f"{type(msg).__name__}: cannot be encoded ({exc!r})")
+
+
+# --- encoding -------------------------------------------------------------------------------
+
+
+def _json_encoder(col: Column, optional: bool) -> Callable[[Any], bytes | None]:
+    """Encode a JSON field, refusing values that would not decode back equal."""
+    decode_json = msgspec.json.Decoder(col.py_type).decode
+
+    def encode_json(value: Any) -> bytes | None:
+        if value is None and optional:
+            return None
+        try:
+            data = _JSON_ENCODE(value)
+            same = decode_json(data) == value
+        except (TypeError, msgspec.MsgspecError) as exc:
+            raise ValueError(str(exc)) from None
+        if not same:
+            raise ValueError("JSON round trip differs")
+        return data
+
+    return encode_json
+
+
+_CHECKS = {
+    "int": "type(v) is not int{none} and not is_int(v)",
+    "str": "type(v) is not str{none} and not isinstance(v, str)",
+    "bool": "type(v) is not bool{none}",
+}
+
+
+EncoderFactory = Callable[[list[Any], list[Any], list[list[Any]]], Encoder]
+
+
+def _encoder_factory(code: int) -> EncoderFactory:
+    """Generate (once per kind) `make(kinds, causes, columns) -> encode(msg, row, cause)`;
+    `encode` checks msg's fields and stores them at `row` of the builder's lists."""
+    cls = KINDS[code]
+    env: dict[str, Any] = {"is_int": _is_int, "bad": message_error}
+    bind = []
+    body = [f"K[i] = {code}", "C[i] = cause"]
+    for field in _FIELDS[code]:
+        j = field.column
+        col = COLUMNS[j]
+        bind.append(f"c{j} = cols[{j}]")
+        body.append(f"v = m.{field.name}")
+        if col.codec in _CHECKS:
+            check = _CHECKS[col.codec].format(none=" and v is not None" if field.optional else "")
+            body.append(f"if {check}: raise bad(m)")
+            body.append(f"c{j}[i] = v")
+        elif col.codec == "enum":
+            codes: dict[Any, int | None] = {m: n for n, m in enumerate(col.py_type)}
+            if field.optional:
+                codes[None] = None
+            env[f"e{j}"] = codes
+            body.append(f"c{j}[i] = e{j}[v]")  # KeyError: not a member
+        else:
+            env[f"j{j}"] = _json_encoder(col, field.optional)
+            body.append(f"c{j}[i] = j{j}(v)")
+    src = "def make(K, C, cols):\n"
+    src += "".join(f"    {line}\n" for line in bind)
+    src += "    def encode(m, i, cause):\n"
+    src += "".join(f"        {line}\n" for line in body)
+    src += "    return encode\n"
+    exec(compile(src, f"<encode {cls.__name__}>", "exec"), env)
+    factory: EncoderFactory = env["make"]
+    return factory
+
+
+_ENCODER_FACTORIES: tuple[EncoderFactory, ...] = tuple(
+    _encoder_factory(code) for code in range(len(KINDS))
+)
+
+
+def _nulls(rows: int, col: Column) -> pa.Array:
+    """An all-null column; dictionary columns keep the fixed dictionary."""
+    if col.dictionary is None:
+        return pa.nulls(rows, col.type)
+    return pa.DictionaryArray.from_arrays(pa.nulls(rows, pa.int8()), col.dictionary)
+
+
+class BatchBuilder:
+    """Accumulate up to `capacity` entries in column lists; build one record batch at a time.
+
+    `encoders[type(msg)](msg, row, cause)` checks a message and stores it at `row` (it
+    raises KeyError, TypeError or ValueError for a bad one: see `message_error`). The
+    caller fills rows 0, 1, 2, ... and calls `build(first_seq, rows)`, which clears them.
+    """
+
+    __slots__ = ("_cause", "_cols", "_full_nulls", "_kind", "capacity", "encoders")
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"BatchBuilder capacity: expected >= 1, got {capacity}")
+        self.capacity = capacity
+        self._kind: list[Any] = [None] * capacity
+        self._cause: list[Any] = [None] * capacity
+        self._cols: list[list[Any]] = [[None] * capacity for _ in COLUMNS]
+        self._full_nulls = [_nulls(capacity, col) for col in COLUMNS]  # arrays are immutable
+        self.encoders: dict[type[Message], Encoder] = {
+            cls: make(self._kind, self._cause, self._cols)
+            for cls, make in zip(KINDS, _ENCODER_FACTORIES)
+        }
+
+    def build(self, first_seq: int, rows: int) -> pa.RecordBatch:
+        """Turn rows [0, rows) into a record batch with seqs first_seq.. and clear them."""
+        if not 0 < rows <= self.capacity:
+            raise ValueError(f"BatchBuilder.build rows: expected 1..{self.capacity}, got {rows}")
+        full = rows == self.capacity
+        kinds = self._kind if full else self._kind[:rows]
+        touched = [False] * len(COLUMNS)
+        for code in dict.fromkeys(kinds):
+            for field in _FIELDS[code]:
+                touched[field.column] = True
+        try:
+            arrays = [
+                pa.array(range(first_seq, first_seq + rows), pa.uint64()),
+                pa.array(self._cause if full else self._cause[:rows], pa.uint64()),
+                pa.DictionaryArray.from_arrays(pa.array(kinds, pa.int8()), KIND_DICTIONARY),
+            ]
+            for j, col in enumerate(COLUMNS):
+                if not touched[j]:
+                    arrays.append(self._full_nulls[j] if full else _nulls(rows, col))
+                    continue
+                values = self._cols[j] if full else self._cols[j][:rows]
+                if col.dictionary is None:
+                    arrays.append(pa.array(values, col.type))
+                else:
+                    indices = pa.array(values, pa.int8())
+                    arrays.append(pa.DictionaryArray.from_arrays(indices, col.dictionary))
+        except (pa.ArrowException, OverflowError, TypeError) as exc:
+            raise self._diagnose(first_seq, rows, exc) from exc
+        finally:
+            self._clear(rows, touched)
+        return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
+
+    def clear_row(self, row: int) -> None:
+        """Forget whatever a failed encoder left in `row`."""
+        self._kind[row] = None
+        self._cause[row] = None
+        for values in self._cols:
+            values[row] = None
+
+    def _clear(self, rows: int, touched: list[bool]) -> None:
+        nones = [None] * rows
+        self._cause[:rows] = nones
+        for j, values in enumerate(self._cols):
+            if touched[j]:
+                values[:rows] = nones
+
+    def _diagnose(self, first_seq: int, rows: int, exc: BaseException) -> CodecError:
+        """Find the first entry Arrow refused (an int out of int64 range, say)."""
+        for row in range(rows):
+            code = self._kind[row]
+            cause = self._cause[row]
+            if cause is not None and not (_is_int(cause) and 0 <= cause < 2**64):
+                return CodecError(f"entry seq {first_seq + row}: cause {cause!r} is not a seq")
+            for field in _FIELDS[code]:
+                col = COLUMNS[field.column]
+                if col.codec in ("enum", "json"):
+                    continue  # stored as codes and bytes already checked by the encoder
+                problem = _value_problem(col, field.optional, self._cols[field.column][row])
+                if problem:
+                    name = f"{KINDS[code].__name__}.{field.name}"
+                    return CodecError(f"entry seq {first_seq + row}: {name}: {problem}")
+        return CodecError(f"batch seq {first_seq}..{first_seq + rows - 1}: {exc}")
+
+
+def encode(entries: Iterable[Entry | tuple[int, int | None, Message]]) -> pa.RecordBatch:
+    """Encode entries with contiguous seqs into one record batch (tests, tools)."""
+    items = list(entries)
+    if not items:
+        raise CodecError("encode: expected at least one entry, got none")
+    first = items[0][0]
+    builder = BatchBuilder(len(items))
+    for row, (seq, cause, msg) in enumerate(items):
+        if seq != first + row:
+            raise CodecError(f"encode: entry {row} has seq {seq}, expected {first + row}")
+        if cause is not None and not (_is_int(cause) and 0 <= cause < seq):
+            raise CodecError(f"entry seq {seq}: cause: expected an earlier seq, got {cause!r}")
+        encoder = builder.encoders.get(type(msg))
+        if encoder is None:
+            raise message_error(msg)
+        try:
+            encoder(msg, row, cause)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise message_error(msg, exc) from None
+    return builder.build(first, len(items))
+
+
+# --- decoding -------------------------------------------------------------------------------
+
+Builder = Callable[..., list[Message]]
+
+
+def _make_builder(code: int) -> Builder:
+    """Generate `build(*columns) -> [K(...), ...]` over the kind's decoded column lists."""
+    cls = KINDS[code]
+    names = [field.name for field in _FIELDS[code]]
+    args = ", ".join(f"a{n}" for n in range(len(names)))
+    kwargs = ", ".join(f"{name}=a{n}" for n, name in enumerate(names))
+    src = f"def build({args}):\n    return [K({kwargs}) for {args}, in zip({args})]\n"
+    namespace: dict[str, Any] = {"K": cls}
+    exec(compile(src, f"<decode {cls.__name__}>", "exec"), namespace)
+    builder: Builder = namespace["build"]
+    return builder
+
+
+_BUILDERS: tuple[Builder, ...] = tuple(_make_builder(code) for code in range(len(KINDS)))
+_MEMBERS: dict[str, dict[int | None, Any]] = {
+    c.name: {**dict(enumerate(c.py_type)), None: None} for c in COLUMNS if c.codec == "enum"
+}
+_JSON_DECODERS: dict[str, Callable[[Any], Any]] = {
+    c.name: msgspec.json.Decoder(c.py_type).decode for c in COLUMNS if c.codec == "json"
+}
+_KIND_CODES: dict[int | None, int] = dict(enumerate(range(len(KINDS))))
+
+
+def _translation(
+    array: pa.DictionaryArray, fixed: pa.Array, known: dict[int | None, Any], lookup: Any
+) -> dict[int | None, Any]:
+    """Map the batch's dictionary indices to our values (`known` for the fixed dictionary)."""
+    dictionary = array.dictionary
+    if dictionary.equals(fixed):
+        return known
+    out: dict[int | None, Any] = {None: None}
+    for index, value in enumerate(dictionary.to_pylist()):
+        try:
+            out[index] = lookup(value)
+        except (KeyError, ValueError):
+            raise CodecError(f"unknown dictionary value {value!r}") from None
+    return out
+
+
+def _column_values(array: Any, col: Column) -> list[Any]:
+    """Python values of one column, with enums as members and JSON decoded."""
+    if col.codec == "enum":
+        members = _translation(array, col.dictionary, _MEMBERS[col.name], col.py_type)
+        return list(map(members.__getitem__, array.indices.to_pylist()))
+    values: list[Any] = array.to_pylist()
+    if col.codec == "json":
+        decode_json = _JSON_DECODERS[col.name]
+        try:
+            return [None if v is None else decode_json(v) for v in values]
+        except msgspec.DecodeError as exc:
+            raise CodecError(f"column {col.name!r}: {exc}") from exc
+    return values
+
+
+def _build(code: int, arrays: list[Any]) -> list[Message]:
+    """Build the messages of one kind from its field columns."""
+    columns = [_column_values(a, COLUMNS[f.column]) for a, f in zip(arrays, _FIELDS[code])]
+    return _BUILDERS[code](*columns)
+
+
+def _kind_code(name: str) -> int:
+    return KINDS.index(KIND_BY_NAME[name])
+
+
+def _grouped(batch: pa.RecordBatch) -> tuple[list[Message], list[int] | None]:
+    """Decode a batch's messages grouped by kind; also return the permutation that puts
+    them back in row order (None if they already are).
+
+    One stable sort by kind and one `take` of the columns in use group the rows; each kind
+    is then built from a contiguous slice (measured faster than per-kind filters).
+    """
+    if not batch.schema.equals(SCHEMA):
+        raise CodecError("record batch: schema differs from the journal schema of this code")
+    if batch.num_rows == 0:
+        return [], None
+    kinds = batch.column(2)
+    codes = _translation(kinds, KIND_DICTIONARY, _KIND_CODES, _kind_code)
+    indices = kinds.indices
+    present = sorted((c["values"], c["counts"]) for c in pc.value_counts(indices).to_pylist())
+    if len(present) == 1:
+        code = codes[present[0][0]]
+        return _build(code, [batch.column(_FIRST_FIELD + f.column) for f in _FIELDS[code]]), None
+    order = pc.sort_indices(indices)
+    in_use = sorted({f.column for index, _ in present for f in _FIELDS[codes[index]]})
+    position = {column: n for n, column in enumerate(in_use)}
+    grouped = batch.select([_FIRST_FIELD + column for column in in_use]).take(order)
+    msgs: list[Message] = []
+    start = 0
+    for index, count in present:
+        code = codes[index]
+        part = grouped.slice(start, count)
+        msgs += _build(code, [part.column(position[f.column]) for f in _FIELDS[code]])
+        start += count
+    return msgs, pc.sort_indices(order).to_pylist()
+
+
+def decode_messages(batch: pa.RecordBatch) -> list[Message]:
+    """Decode the messages of a journal record batch, in row (seq) order."""
+    msgs, inverse = _grouped(batch)
+    return msgs if inverse is None else list(map(msgs.__getitem__, inverse))
+
+
+def decode(batch: pa.RecordBatch) -> list[Entry]:
+    """Decode a journal record batch into entries, in seq order."""
+    msgs, inverse = _grouped(batch)
+    in_order = msgs if inverse is None else map(msgs.__getitem__, inverse)
+    seqs = batch.column(0).to_pylist()
+    causes = batch.column(1).to_pylist()
+    # tuple.__new__ builds the NamedTuple without its Python-level constructor (faster).
+    return list(map(tuple.__new__, repeat(Entry), zip(seqs, causes, in_order)))

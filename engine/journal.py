@@ -1,0 +1,933 @@
+"""The run journal: Arrow IPC segments plus manifest.json, one writer, many readers.
+
+Layout of a run directory `<root>/<run_id>/`:
+- `manifest.json`: a `Manifest`, always replaced atomically (tmp, fsync, rename).
+- `NNNNNN.arrows`: the open segment, an Arrow IPC stream that only ever grows. At most
+  one exists, and it is the last segment.
+- `NNNNNN.arrow`: a sealed segment in the IPC file format (Polars, pyarrow.dataset and
+  DuckDB read these lazily). Sealing writes `NNNNNN.arrow.tmp`, fsyncs, renames, then
+  deletes the `.arrows`; if both exist, the `.arrow` wins. A segment that reaches
+  `segment_bytes` is sealed by a background thread while appends go on in the next one
+  (one seal at a time); `close` seals the last one and waits.
+- `NNNNNN.torn`: bytes cut from a crashed writer's torn tail, kept for forensics.
+- `writer.lock`: held (flock) by the one writer of an open run; gone after `close`.
+
+Invariants:
+- Inputs and effects share one `seq` order: 0, 1, 2, ... with no gap, across batches,
+  segments and restarts. The writer assigns seq; `cause` is an earlier seq or None.
+- Entries are written in record batches (group commit). Each batch's custom metadata holds
+  `tape.first_seq`, `tape.last_seq`, `tape.prev` and `tape.hash` (hex), where
+  hash = sha256(prev + batch.serialize()) and the first prev is sha256(run_id).
+- A crash can only tear the end of the open segment. Readers stop at the last whole batch
+  and report a `TornTail`; a restarted writer moves the cut bytes to `NNNNNN.torn`, seals
+  the whole batches and continues seq and hash chain in segment NNNNNN+1.
+- Record batch buffers may be compressed (`compression="lz4"` or `"zstd"`, default none);
+  the hash is over the uncompressed `serialize()`, so the chain does not depend on it.
+- fsync policy: "always" after every batch written; "batch" after each full batch, on
+  rotation and on close; "none" only when sealing and closing. `flush(durable=True)`
+  always fsyncs. The manifest is fsynced on every write.
+- Reopening a run (after a crash or a close) continues it in a new segment; the manifest
+  given must match the stored one in everything but status, head_hash and entries.
+- A writer that cannot write (a value Arrow refuses when the batch is built, an I/O
+  error) refuses everything after: seqs were handed out that it cannot journal. What
+  reached the disk stays readable, and a writer reopening the run recovers it.
+- Segment files are created, appended to, renamed and deleted, never rewritten in place,
+  so readers may memory-map them while a writer works.
+- Nothing here reads the clock, draws random numbers or iterates a set.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import threading
+from collections.abc import Iterator
+from itertools import chain
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import msgspec
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from engine.codec import (
+    DICTIONARIES,
+    SCHEMA,
+    BatchBuilder,
+    CodecError,
+    Encoder,
+    Entry,
+    decode,
+    message_error,
+)
+from engine.messages import KIND_BY_NAME, KINDS, Message
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_COMPRESSION",
+    "DEFAULT_SEGMENT_BYTES",
+    "FORMAT_VERSION",
+    "LOCK",
+    "Compression",
+    "FsyncPolicy",
+    "JournalError",
+    "JournalReader",
+    "JournalWriter",
+    "Manifest",
+    "TornTail",
+    "VerifyReport",
+    "genesis_hash",
+    "read_manifest",
+    "verify",
+]
+
+FORMAT_VERSION = 1
+DEFAULT_BATCH_SIZE = 4096
+DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
+FsyncPolicy = Literal["always", "batch", "none"]
+FSYNC_POLICIES: tuple[str, ...] = ("always", "batch", "none")
+Compression = Literal["lz4", "zstd"] | None
+COMPRESSIONS: tuple[str | None, ...] = ("lz4", "zstd", None)
+DEFAULT_COMPRESSION: Compression = "lz4"
+MANIFEST = "manifest.json"
+LOCK = "writer.lock"
+OPEN_SUFFIX = ".arrows"
+SEALED_SUFFIX = ".arrow"
+TORN_SUFFIX = ".torn"
+_EOS_MARKERS = (b"\xff\xff\xff\xff\x00\x00\x00\x00", b"\x00\x00\x00\x00")
+_FIRST_SEQ = b"tape.first_seq"
+_LAST_SEQ = b"tape.last_seq"
+_PREV = b"tape.prev"
+_HASH = b"tape.hash"
+_IO_BUFFER = 1 << 20
+_READ_OPTIONS = pa.ipc.IpcReadOptions(use_threads=False)  # measured faster on few cores
+
+
+class JournalError(Exception):
+    """A journal that cannot be opened, written or read as asked."""
+
+
+class Manifest(msgspec.Struct, frozen=True, kw_only=True):
+    """What a run was started with (its other inputs) and how its journal ended."""
+
+    format_version: int = FORMAT_VERSION
+    run_id: str
+    mode: str  # "sim", "live", "replay", ...
+    seed: int
+    config: dict[str, Any] = {}
+    instruments: list[dict[str, Any]] = []
+    fill_model_hash: str | None = None
+    code_version: str
+    status: Literal["open", "closed"] = "open"
+    head_hash: str | None = None  # hash chain head at close
+    entries: int = 0  # entries at close
+
+
+class TornTail(msgspec.Struct, frozen=True):
+    """The end of an open segment that is not a whole message (a crash mid-write)."""
+
+    segment: str  # file name, e.g. "000003.arrows"
+    good_bytes: int  # length of the readable prefix
+    cut_bytes: int  # bytes after it
+    last_good_seq: int | None  # last seq of the whole batches before the cut, in the run
+
+    def __str__(self) -> str:
+        return (
+            f"{self.segment}: {self.cut_bytes} bytes after byte {self.good_bytes} are not a "
+            f"whole batch; entries end at seq {self.last_good_seq}"
+        )
+
+
+class VerifyReport(msgspec.Struct, frozen=True, kw_only=True):
+    """Outcome of `JournalReader.verify`: counts, ranges, torn tails and problems."""
+
+    ok: bool  # no problems (a torn tail of an open run is not a problem)
+    chain_ok: bool  # every batch hash recomputes and links to the previous one
+    segments: int
+    batches: int
+    entries: int
+    first_seq: int | None
+    last_seq: int | None
+    first_ts: int | None  # ts_recv of the first entry
+    last_ts: int | None  # ts_recv of the last entry
+    torn: list[TornTail]
+    problems: list[str]
+
+
+def genesis_hash(run_id: str) -> bytes:
+    """Return the `prev` of a run's first batch."""
+    return hashlib.sha256(run_id.encode()).digest()
+
+
+def _batch_hash(prev: bytes, batch: pa.RecordBatch) -> bytes:
+    digest = hashlib.sha256(prev)
+    digest.update(batch.serialize())
+    return digest.digest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _segment_name(index: int, suffix: str) -> str:
+    return f"{index:06d}{suffix}"
+
+
+def _check_run_id(run_id: str) -> None:
+    if not run_id or run_id in (".", "..") or "/" in run_id or "\\" in run_id:
+        raise JournalError(
+            f"manifest run_id: expected a non-empty name without path separators, got {run_id!r}"
+        )
+
+
+def _lock(run_dir: Path) -> int:
+    """Take the run's writer lock (one writer per run); return the lock file's descriptor."""
+    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise JournalError(f"{run_dir}: another JournalWriter has this run open") from None
+    return fd
+
+
+def _unlock(run_dir: Path, fd: int) -> None:
+    (run_dir / LOCK).unlink()
+    os.close(fd)  # releases the lock
+
+
+# --- manifest -----------------------------------------------------------------------------
+
+
+class _Version(msgspec.Struct):
+    format_version: int
+
+
+def read_manifest(run_dir: str | Path) -> Manifest:
+    """Read and check `<run_dir>/manifest.json`."""
+    path = Path(run_dir) / MANIFEST
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise JournalError(
+            f"{run_dir}: no {MANIFEST} (expected a run directory written by JournalWriter)"
+        ) from None
+    try:
+        version = msgspec.json.decode(raw, type=_Version).format_version
+    except msgspec.DecodeError as exc:
+        raise JournalError(f"{path}: {exc}") from None
+    if version != FORMAT_VERSION:
+        raise JournalError(
+            f"{path}: format_version {version} is not supported "
+            f"(this code reads format_version {FORMAT_VERSION})"
+        )
+    try:
+        return msgspec.json.decode(raw, type=Manifest)
+    except msgspec.DecodeError as exc:
+        raise JournalError(f"{path}: {exc}") from None
+
+
+def _write_manifest(run_dir: Path, manifest: Manifest) -> None:
+    path = run_dir / MANIFEST
+    tmp = run_dir / (MANIFEST + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(msgspec.json.format(msgspec.json.encode(manifest)))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(run_dir)
+
+
+_IDENTITY = (
+    "format_version",
+    "run_id",
+    "mode",
+    "seed",
+    "config",
+    "instruments",
+    "fill_model_hash",
+    "code_version",
+)
+
+
+# --- segments -------------------------------------------------------------------------------
+
+
+def _segments(run_dir: Path) -> list[Path]:
+    """Segment files in order; a sealed `.arrow` hides an `.arrows` of the same number."""
+    found: dict[int, Path] = {}
+    for path in sorted(run_dir.iterdir()):
+        stem, suffix = path.stem, path.suffix
+        if suffix not in (OPEN_SUFFIX, SEALED_SUFFIX) or len(stem) != 6 or not stem.isdigit():
+            continue
+        index = int(stem)
+        if suffix == SEALED_SUFFIX or index not in found:
+            found[index] = path
+    return [found[i] for i in sorted(found)]
+
+
+Meta = dict[bytes, bytes]
+
+
+def _meta_dict(meta: Any) -> Meta:
+    return {} if meta is None else dict(meta.to_dict())
+
+
+class _Segment:
+    """One segment opened for reading (memory-mapped): its schema and whole batches.
+
+    Segment files are only ever created, appended to, renamed and deleted, never rewritten
+    in place, so a mapping stays valid while a writer works on the run.
+    """
+
+    __slots__ = ("_file", "_stream", "name", "path", "schema", "torn_at")
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.name = path.name
+        self.torn_at: tuple[int, int] | None = None  # (good_bytes, cut_bytes) of a stream
+        self._file: Any = None  # RecordBatchFileReader of a sealed segment
+        self._stream: Any = None  # the whole messages of an open segment (a Buffer)
+        try:
+            if path.suffix == SEALED_SUFFIX:
+                self._file = pa.ipc.open_file(pa.memory_map(str(path)), options=_READ_OPTIONS)
+                self.schema = self._file.schema
+            else:
+                self._open_stream()
+        except pa.ArrowException as exc:
+            raise JournalError(f"{path}: not a readable Arrow IPC segment ({exc})") from None
+
+    def _open_stream(self) -> None:
+        """Find the end of the last whole message; what follows (but an EOS) is torn."""
+        size = self.path.stat().st_size
+        data = pa.memory_map(str(self.path)).read_buffer() if size else pa.py_buffer(b"")
+        source = pa.BufferReader(data)
+        good = 0
+        torn = False
+        try:
+            messages = pa.ipc.MessageReader.open_stream(source)
+            while True:
+                messages.read_next_message()
+                good = source.tell()
+        except StopIteration:
+            pass  # end of stream: EOS marker or a clean end after a whole message
+        except (pa.ArrowInvalid, OSError):
+            torn = True  # a partial message
+        rest = data.slice(good).to_pybytes()
+        if torn or (rest and rest not in _EOS_MARKERS):
+            self.torn_at = (good, size - good)
+        self._stream = data.slice(0, good)
+        self.schema = _open_stream(self._stream).schema if good else SCHEMA
+
+    @property
+    def sealed(self) -> bool:
+        return self._file is not None
+
+    def batches(self) -> Iterator[tuple[pa.RecordBatch, Meta]]:
+        """Yield (batch, custom metadata) for every whole batch, in order."""
+        if self._file is not None:
+            for i in range(self._file.num_record_batches):
+                batch, meta = self._file.get_batch_with_custom_metadata(i)
+                yield batch, _meta_dict(meta)
+            return
+        if not self._stream.size:
+            return
+        reader = _open_stream(self._stream)
+        while True:
+            try:
+                batch, meta = reader.read_next_batch_with_custom_metadata()
+            except StopIteration:
+                return
+            yield batch, _meta_dict(meta)
+
+    def newest_first(self) -> Iterator[pa.RecordBatch]:
+        """Yield the batches from the last to the first."""
+        if self._file is None:
+            yield from reversed([batch for batch, _ in self.batches()])
+            return
+        for i in range(self._file.num_record_batches - 1, -1, -1):
+            yield self._file.get_batch(i)
+
+    def last_meta(self) -> Meta | None:
+        """Custom metadata of the last whole batch, if any."""
+        if self._file is not None:
+            count = self._file.num_record_batches
+            return (
+                _meta_dict(self._file.get_batch_with_custom_metadata(count - 1)[1])
+                if count
+                else None
+            )
+        last = None
+        for _, meta in self.batches():
+            last = meta
+        return last
+
+
+def _open_stream(data: Any) -> Any:
+    return pa.ipc.open_stream(data, options=_READ_OPTIONS)
+
+
+def _write_options(compression: Compression) -> Any:
+    return pa.ipc.IpcWriteOptions(compression=compression, use_threads=False)
+
+
+def _open_segment(path: Path) -> _Segment:
+    """Open a segment; an open one sealed meanwhile (a live writer rotating) is read sealed."""
+    try:
+        return _Segment(path)
+    except FileNotFoundError:
+        if path.suffix != OPEN_SUFFIX:
+            raise
+        return _Segment(path.with_suffix(SEALED_SUFFIX))
+
+
+def _seal(stream_path: Path, segment: _Segment, compression: Compression) -> None:
+    """Rewrite the whole batches of an open segment as an IPC file; delete the stream."""
+    run_dir = stream_path.parent
+    final = stream_path.with_suffix(SEALED_SUFFIX)
+    tmp = run_dir / (final.name + ".tmp")
+    raw = pa.OSFile(str(tmp), "wb")
+    sink = pa.BufferedOutputStream(raw, _IO_BUFFER)
+    try:
+        with pa.ipc.new_file(sink, SCHEMA, options=_write_options(compression)) as writer:
+            for batch, meta in segment.batches():
+                writer.write_batch(batch, custom_metadata=meta)
+        sink.flush()
+        os.fsync(raw.fileno())
+    finally:
+        sink.close()
+    os.replace(tmp, final)
+    stream_path.unlink()
+    _fsync_dir(run_dir)
+
+
+# --- writer ---------------------------------------------------------------------------------
+
+
+class JournalWriter:
+    """Append entries to a run journal; seal segments by size and on close.
+
+    `append` assigns seq; entries reach the open segment in batches of `batch_size`, or
+    earlier on `flush()`. Constructing a writer on an existing run directory continues
+    the run in a new segment, after a clean close or a crash (see `torn`).
+    """
+
+    __slots__ = (
+        "_batch_end",
+        "_builder",
+        "_closed",
+        "_dir_synced",
+        "_encoders",
+        "_failed",
+        "_ipc",
+        "_lock",
+        "_prev",
+        "_raw",
+        "_seal_error",
+        "_sealer",
+        "_segment",
+        "_seq",
+        "_sink",
+        "_unsynced",
+        "_written",
+        "batch_size",
+        "compression",
+        "fsync",
+        "manifest",
+        "run_dir",
+        "segment_bytes",
+        "torn",
+    )
+
+    def __init__(
+        self,
+        root: str | Path,
+        manifest: Manifest,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        fsync: FsyncPolicy = "batch",
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        compression: Compression = DEFAULT_COMPRESSION,
+    ) -> None:
+        if not isinstance(manifest, Manifest):
+            raise JournalError(f"manifest: expected a Manifest, got {type(manifest).__name__}")
+        if fsync not in FSYNC_POLICIES:
+            raise ValueError(f"fsync: expected one of {', '.join(FSYNC_POLICIES)}, got {fsync!r}")
+        if type(batch_size) is not int or batch_size < 1:
+            raise ValueError(f"batch_size: expected an int >= 1, got {batch_size!r}")
+        if type(segment_bytes) is not int or segment_bytes < 1:
+            raise ValueError(f"segment_bytes: expected an int >= 1, got {segment_bytes!r}")
+        if compression not in COMPRESSIONS:
+            raise ValueError(f"compression: expected lz4, zstd or None, got {compression!r}")
+        _check_run_id(manifest.run_id)
+        self.run_dir = Path(root) / manifest.run_id
+        self.batch_size = batch_size
+        self.fsync: FsyncPolicy = fsync
+        self.segment_bytes = segment_bytes
+        self.compression: Compression = compression
+        self.torn: TornTail | None = None  # what a restart found and cut
+        self._builder = BatchBuilder(batch_size)
+        self._encoders: dict[type[Message], Encoder] = self._builder.encoders
+        self._seq = 0  # next seq to assign
+        self._written = 0  # first seq not yet written; pending rows are _written.._seq-1
+        self._batch_end = batch_size  # the seq that completes the pending batch
+        self._prev = genesis_hash(manifest.run_id)
+        self._segment = 0  # index of the open (or next) segment
+        self._raw: Any = None  # the open segment: its file, buffered sink and IPC writer
+        self._sink: Any = None
+        self._ipc: Any = None
+        self._dir_synced = False
+        self._unsynced = False  # batches written since the last fsync
+        self._sealer: threading.Thread | None = None  # sealing the previous segment
+        self._seal_error: BaseException | None = None
+        self._failed: str | None = None
+        self._closed = False
+        if (self.run_dir / MANIFEST).exists():
+            self._lock = _lock(self.run_dir)
+            self.manifest = self._reopen(manifest)
+            return
+        if self.run_dir.exists() and any(p.name != LOCK for p in self.run_dir.iterdir()):
+            raise JournalError(
+                f"{self.run_dir}: directory has files but no {MANIFEST}; "
+                "refusing to write a journal into it"
+            )
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = _lock(self.run_dir)
+        self.manifest = msgspec.structs.replace(manifest, status="open", head_hash=None, entries=0)
+        _write_manifest(self.run_dir, self.manifest)
+        _fsync_dir(self.run_dir.parent)
+
+    def _reopen(self, manifest: Manifest) -> Manifest:
+        """Continue an existing run: recover a torn tail, seal, continue seq and chain."""
+        stored = read_manifest(self.run_dir)
+        for name in _IDENTITY:
+            if getattr(stored, name) != getattr(manifest, name):
+                raise JournalError(
+                    f"{self.run_dir / MANIFEST}: {name} is {getattr(stored, name)!r} but the "
+                    f"writer was given {getattr(manifest, name)!r}; a run continues with the "
+                    "manifest it started with"
+                )
+        for path in sorted(self.run_dir.glob("*.tmp")):
+            path.unlink()  # a seal or manifest write the crash interrupted
+        for path in sorted(self.run_dir.glob("*" + OPEN_SUFFIX)):
+            if path.with_suffix(SEALED_SUFFIX).exists():
+                path.unlink()  # sealed before the crash, not yet deleted
+        last_seq: int | None = None
+        segments = _segments(self.run_dir)
+        for path in segments:
+            segment = _Segment(path)
+            meta = segment.last_meta()
+            if meta is not None:
+                try:
+                    last_seq = int(meta[_LAST_SEQ])
+                    self._prev = bytes.fromhex(meta[_HASH].decode())
+                except (KeyError, ValueError):
+                    raise JournalError(
+                        f"{path}: the last batch has no valid tape.* metadata; "
+                        "cannot continue its seq and hash chain"
+                    ) from None
+            if path.suffix == OPEN_SUFFIX:
+                if segment.torn_at is not None:
+                    good, cut = segment.torn_at
+                    self.torn = TornTail(path.name, good, cut, last_seq)
+                    with open(path, "rb") as f:
+                        f.seek(good)
+                        path.with_suffix(TORN_SUFFIX).write_bytes(f.read())
+                _seal(path, segment, self.compression)
+        if segments:
+            self._segment = int(segments[-1].stem) + 1
+        self._seq = self._written = 0 if last_seq is None else last_seq + 1
+        self._batch_end = self._seq + self.batch_size
+        reopened = msgspec.structs.replace(stored, status="open", head_hash=None, entries=0)
+        _write_manifest(self.run_dir, reopened)
+        return reopened
+
+    @property
+    def next_seq(self) -> int:
+        """The seq the next appended entry gets."""
+        return self._seq
+
+    @property
+    def head_hash(self) -> str:
+        """Hash of the last batch written (the chain head), hex."""
+        return self._prev.hex()
+
+    def append(self, msg: Message, cause: int | None = None) -> int:
+        """Journal one entry (an input, or an effect of input `cause`); return its seq."""
+        encoder = self._encoders.get(type(msg))
+        seq = self._seq
+        if encoder is None or (
+            cause is not None and (type(cause) is not int or not 0 <= cause < seq)
+        ):
+            raise self._refusal(msg, cause)
+        try:
+            encoder(msg, seq - self._written, cause)
+        except (KeyError, TypeError, ValueError) as exc:
+            self._builder.clear_row(seq - self._written)
+            raise message_error(msg, exc) from None
+        self._seq = seq + 1
+        if seq + 1 == self._batch_end:
+            self._write_batch(full=True, durable=False)
+        return seq
+
+    def _refusal(self, msg: object, cause: object) -> Exception:
+        if self._failed is not None:
+            return JournalError(f"{self.run_dir}: the writer failed earlier: {self._failed}")
+        if self._closed:
+            return JournalError(f"{self.run_dir}: the writer is closed")
+        if type(msg) not in self._encoders:
+            return message_error(msg)
+        return CodecError(
+            f"{type(msg).__name__} cause: expected the seq of an earlier entry "
+            f"(an int < {self._seq}) or None, got {cause!r}"
+        )
+
+    def flush(self, durable: bool = False) -> None:
+        """Write pending entries as a batch; with `durable`, fsync them (write-ahead)."""
+        if self._failed is not None or self._closed:
+            raise self._refusal(None, None)
+        if self._seq > self._written:
+            self._write_batch(full=False, durable=durable)
+        elif durable and self._unsynced:
+            self._fsync()
+
+    def close(self) -> None:
+        """Write pending entries, seal the open segment and mark the manifest closed."""
+        if self._closed:
+            return
+        if self._failed is not None:
+            raise self._refusal(None, None)
+        if self._seq > self._written:
+            self._write_batch(full=False, durable=False)
+        try:
+            self._seal_open_segment(background=False)
+            self._join_sealer()
+        except BaseException as exc:
+            self._fail(exc)
+            raise
+        self._closed = True
+        self._encoders = {}
+        self.manifest = msgspec.structs.replace(
+            self.manifest, status="closed", head_hash=self._prev.hex(), entries=self._seq
+        )
+        _write_manifest(self.run_dir, self.manifest)
+        _unlock(self.run_dir, self._lock)
+
+    def __enter__(self) -> JournalWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._failed is None:
+            self.close()
+
+    def _write_batch(self, *, full: bool, durable: bool) -> None:
+        first = self._written
+        rows = self._seq - first
+        try:
+            if self._seal_error is not None:
+                self._join_sealer()
+            batch = self._builder.build(first, rows)
+            digest = _batch_hash(self._prev, batch)
+            meta = {
+                _FIRST_SEQ: str(first).encode(),
+                _LAST_SEQ: str(first + rows - 1).encode(),
+                _PREV: self._prev.hex().encode(),
+                _HASH: digest.hex().encode(),
+            }
+            if self._ipc is None:
+                self._open_segment()
+            self._ipc.write_batch(batch, custom_metadata=meta)
+            self._sink.flush()
+            self._unsynced = True
+            self._written = first + rows
+            self._batch_end = self._written + self.batch_size
+            self._prev = digest
+            if durable or self.fsync == "always" or (full and self.fsync == "batch"):
+                self._fsync()
+            if self._sink.tell() >= self.segment_bytes:
+                self._seal_open_segment(background=True)
+        except BaseException as exc:
+            self._fail(exc)
+            raise
+
+    def _fail(self, exc: BaseException) -> None:
+        """Refuse everything from now on: seqs were assigned that cannot be written.
+
+        What reached the disk stays readable; a new writer on the run recovers it."""
+        self._failed = str(exc) if isinstance(exc, CodecError) else repr(exc)
+        self._encoders = {}
+
+    def _open_segment(self) -> None:
+        path = self.run_dir / _segment_name(self._segment, OPEN_SUFFIX)
+        self._raw = pa.OSFile(str(path), "wb")
+        self._sink = pa.BufferedOutputStream(self._raw, _IO_BUFFER)
+        self._ipc = pa.ipc.new_stream(self._sink, SCHEMA, options=_write_options(self.compression))
+        self._dir_synced = False
+
+    def _fsync(self) -> None:
+        os.fsync(self._raw.fileno())
+        self._unsynced = False
+        if not self._dir_synced:  # the new segment's directory entry
+            _fsync_dir(self.run_dir)
+            self._dir_synced = True
+
+    def _seal_open_segment(self, *, background: bool) -> None:
+        """End the open segment's stream and seal it: on rotation in a background thread
+        (appends go on in the next segment meanwhile), on close before returning."""
+        if self._ipc is None:
+            return
+        self._ipc.close()
+        self._sink.flush()
+        if self.fsync != "none" and self._unsynced:
+            os.fsync(self._raw.fileno())  # "batch": a rotated segment is durable
+        self._sink.close()
+        path = self.run_dir / _segment_name(self._segment, OPEN_SUFFIX)
+        self._ipc = self._sink = self._raw = None
+        self._unsynced = False
+        self._segment += 1
+        self._join_sealer()
+        if background:
+            self._sealer = threading.Thread(
+                target=self._seal_in_background, args=(path,), name=f"tape-seal-{path.name}"
+            )
+            self._sealer.start()
+        else:
+            _seal(path, _Segment(path), self.compression)
+
+    def _seal_in_background(self, path: Path) -> None:
+        try:
+            _seal(path, _Segment(path), self.compression)
+        except BaseException as exc:  # reported by the writer's next batch, rotation or close
+            self._seal_error = exc
+
+    def _join_sealer(self) -> None:
+        """Wait for a background seal; raise if it failed."""
+        if self._sealer is not None:
+            self._sealer.join()
+            self._sealer = None
+        if self._seal_error is not None:
+            raise JournalError(f"{self.run_dir}: sealing a segment failed: {self._seal_error!r}")
+
+
+# --- reader ---------------------------------------------------------------------------------
+
+
+class JournalReader:
+    """Read a run journal: its manifest, batches and entries in seq order, and checks.
+
+    A snapshot of the segments present at construction. A torn tail of an open segment is
+    reported in `torn`; reading stops at the last whole batch before it.
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+        if not self.run_dir.is_dir():
+            raise JournalError(f"{run_dir}: not a directory (expected a run directory)")
+        self.manifest = read_manifest(self.run_dir)
+        self._segments = [_open_segment(path) for path in _segments(self.run_dir)]
+        self.torn: list[TornTail] = []
+        last_seq: int | None = None
+        for segment in self._segments:
+            meta = segment.last_meta()
+            if meta and _LAST_SEQ in meta:
+                last_seq = int(meta[_LAST_SEQ])
+            if segment.torn_at is not None:
+                self.torn.append(TornTail(segment.name, *segment.torn_at, last_seq))
+
+    @property
+    def segment_paths(self) -> list[Path]:
+        """Paths of the segments read, in order."""
+        return [s.path for s in self._segments]
+
+    @property
+    def sealed_paths(self) -> list[Path]:
+        """Paths of the sealed segments (IPC files: for pyarrow.dataset, Polars, DuckDB)."""
+        return [s.path for s in self._segments if s.sealed]
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        """Yield every whole record batch in seq order."""
+        for segment in self._segments:
+            for batch, _ in segment.batches():
+                yield batch
+
+    def entries(self) -> Iterator[Entry]:
+        """Yield every entry in seq order (small batches are decoded together)."""
+        return chain.from_iterable(map(decode, self._coalesced(DEFAULT_BATCH_SIZE)))
+
+    def _coalesced(self, rows: int) -> Iterator[pa.RecordBatch]:
+        """Yield the batches concatenated up to at least `rows` rows each (but the last)."""
+        pending: list[pa.RecordBatch] = []
+        have = 0
+        for batch in self.batches():
+            pending.append(batch)
+            have += batch.num_rows
+            if have >= rows:
+                yield _combine(pending)
+                pending, have = [], 0
+        if pending:
+            yield _combine(pending)
+
+    def counts_by_kind(self) -> dict[str, int]:
+        """Return the number of entries of each kind present, in KINDS order."""
+        counts = [0] * len(KINDS)
+        for batch in self.batches():
+            kinds = batch.column(2)
+            names = kinds.dictionary.to_pylist()
+            for row in pc.value_counts(kinds.indices).to_pylist():
+                counts[_kind_code(names[row["values"]])] += row["counts"]
+        return {cls.__name__: n for cls, n in zip(KINDS, counts) if n}
+
+    def tail(self, n: int) -> list[Entry]:
+        """Return the last `n` entries, oldest first."""
+        chosen: list[pa.RecordBatch] = []
+        have = 0
+        for segment in reversed(self._segments):
+            for batch in segment.newest_first():
+                if have >= n:
+                    break
+                chosen.append(batch)
+                have += batch.num_rows
+        if not chosen or n <= 0:
+            return []
+        batch = _combine(chosen[::-1])
+        return decode(batch.slice(max(0, batch.num_rows - n)))
+
+    def verify(self) -> VerifyReport:
+        """Recompute the hash chain; check seq order, causes, schema and manifest totals."""
+        check = _Verifier(self.manifest.run_id)
+        for segment in self._segments:
+            check.segment(segment)
+        return check.report(self.manifest, self._segments, self.torn)
+
+
+def verify(run_dir: str | Path) -> VerifyReport:
+    """Check the journal of a run directory (see `JournalReader.verify`)."""
+    return JournalReader(run_dir).verify()
+
+
+def _kind_code(name: str) -> int:
+    cls = KIND_BY_NAME.get(name)
+    if cls is None:
+        raise JournalError(f"journal kind {name!r} is not in messages.KINDS")
+    return KINDS.index(cls)
+
+
+def _combine(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+    return batches[0] if len(batches) == 1 else pa.concat_batches(batches)
+
+
+class _Verifier:
+    """Walk the batches of a run in order, collecting counts and problems."""
+
+    def __init__(self, run_id: str) -> None:
+        self.prev = genesis_hash(run_id)
+        self.next_seq = 0
+        self.first_seq: int | None = None
+        self.batches = self.entries = 0
+        self.first_ts: int | None = None
+        self.last_ts: int | None = None
+        self.problems: list[str] = []
+        self.chain_ok = True
+
+    def segment(self, segment: _Segment) -> None:
+        if not segment.schema.equals(SCHEMA):
+            self.problems.append(f"segment {segment.name}: schema differs from the journal schema")
+            self.chain_ok = False
+            return
+        try:
+            for index, (batch, meta) in enumerate(segment.batches()):
+                self.batch(f"segment {segment.name} batch {index}", batch, meta)
+        except pa.ArrowException as exc:
+            self.problems.append(f"segment {segment.name}: unreadable ({exc})")
+            self.chain_ok = False
+
+    def batch(self, where: str, batch: pa.RecordBatch, meta: Meta) -> None:
+        rows = batch.num_rows
+        self.batches += 1
+        self.entries += rows
+        try:
+            first, last = int(meta[_FIRST_SEQ]), int(meta[_LAST_SEQ])
+            prev, recorded = (
+                bytes.fromhex(meta[_PREV].decode()),
+                bytes.fromhex(meta[_HASH].decode()),
+            )
+        except (KeyError, ValueError):
+            self.problems.append(f"{where}: missing or malformed tape.* batch metadata")
+            self.chain_ok = False
+            self.next_seq += rows
+            return
+        where += f" (seq {first}..{last})"
+        if first != self.next_seq:
+            what = "entries missing" if first > self.next_seq else "overlap or reorder"
+            self.problems.append(
+                f"{where}: starts at seq {first}, expected {self.next_seq} ({what})"
+            )
+        if last - first + 1 != rows or not batch.column(0).equals(
+            pa.array(range(first, first + rows), pa.uint64())
+        ):
+            self.problems.append(f"{where}: seq column is not {first}..{last} in order")
+        if prev != self.prev:
+            self.problems.append(
+                f"{where}: prev hash does not match the previous batch "
+                "(a batch was dropped, reordered or replaced)"
+            )
+            self.chain_ok = False
+        if _batch_hash(prev, batch) != recorded:
+            self.problems.append(f"{where}: hash mismatch (the batch was edited)")
+            self.chain_ok = False
+        for column, name, fixed in DICTIONARIES:
+            if not batch.column(column).dictionary.equals(fixed):
+                self.problems.append(f"{where}: dictionary of column {name!r} is not the fixed one")
+        cause = batch.column(1)
+        if cause.null_count < rows and pc.any(pc.greater_equal(cause, batch.column(0))).as_py():
+            self.problems.append(f"{where}: an entry's cause is not an earlier seq")
+        if rows:
+            ts = batch.column(3)
+            self.first_ts = ts[0].as_py() if self.first_ts is None else self.first_ts
+            self.last_ts = ts[rows - 1].as_py()
+            self.first_seq = first if self.first_seq is None else self.first_seq
+        self.prev = recorded
+        self.next_seq = last + 1
+
+    def report(
+        self, manifest: Manifest, segments: list[_Segment], torn: list[TornTail]
+    ) -> VerifyReport:
+        problems = self.problems
+        if manifest.status == "closed":
+            if torn:
+                problems.append("manifest says closed but a segment has a torn tail")
+            open_segments = [s.name for s in segments if not s.sealed]
+            if open_segments:
+                problems.append(f"manifest says closed but {', '.join(open_segments)} is open")
+            if manifest.entries != self.entries:
+                problems.append(
+                    f"manifest says {manifest.entries} entries at close, "
+                    f"the segments hold {self.entries}"
+                )
+            if self.batches and manifest.head_hash != self.prev.hex():
+                problems.append("manifest head_hash is not the last batch's hash")
+                self.chain_ok = False
+        return VerifyReport(
+            ok=not problems,
+            chain_ok=self.chain_ok,
+            segments=len(segments),
+            batches=self.batches,
+            entries=self.entries,
+            first_seq=self.first_seq,
+            last_seq=self.next_seq - 1 if self.entries else None,
+            first_ts=self.first_ts,
+            last_ts=self.last_ts,
+            torn=list(torn),
+            problems=problems,
+        )

@@ -1,0 +1,734 @@
+"""Tests of the Arrow run journal: writer, reader, torn tails, hash chain, analytics readers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import msgspec
+import polars as pl
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.codec import SCHEMA, CodecError, Entry
+from engine.journal import (
+    LOCK,
+    JournalError,
+    JournalReader,
+    JournalWriter,
+    Manifest,
+    TornTail,
+    genesis_hash,
+    verify,
+)
+from engine.messages import (
+    Alert,
+    OrderAccepted,
+    OrderType,
+    QuoteTick,
+    Severity,
+    Side,
+    SubmitOrder,
+    TimeInForce,
+)
+
+
+def manifest(run_id: str = "run-1", **overrides: Any) -> Manifest:
+    values: dict[str, Any] = {
+        "run_id": run_id,
+        "mode": "test",
+        "seed": 42,
+        "config": {"risk": {"max_qty": 10}},
+        "instruments": [{"instrument": "BTC-USD", "price_precision": 2}],
+        "fill_model_hash": None,
+        "code_version": "test",
+    }
+    values.update(overrides)
+    return Manifest(**values)
+
+
+def quote(ts: int, price: int = 100) -> QuoteTick:
+    return QuoteTick(
+        ts_recv=ts,
+        ts_event=ts - 1,
+        instrument="BTC-USD",
+        venue="sim",
+        bid_price=price,
+        bid_size=3,
+        ask_price=price + 1,
+        ask_size=4,
+    )
+
+
+def order(ts: int, n: int) -> SubmitOrder:
+    return SubmitOrder(
+        ts_recv=ts,
+        order_id=f"o{n}",
+        venue="sim",
+        instrument="BTC-USD",
+        account="a",
+        strategy="s",
+        side=Side.BUY,
+        qty=1,
+        order_type=OrderType.LIMIT,
+        price=100,
+        tif=TimeInForce.GTC,
+    )
+
+
+def write_run(writer: JournalWriter, inputs: int, start_ts: int = 0) -> list[Entry]:
+    """Append `inputs` quotes; every third one causes an order. Return what was appended."""
+    appended = []
+    for n in range(inputs):
+        msg = quote(start_ts + n, 100 + n)
+        seq = writer.append(msg)
+        appended.append(Entry(seq, None, msg))
+        if n % 3 == 0:
+            effect = order(start_ts + n, n)
+            appended.append(Entry(writer.append(effect, seq), seq, effect))
+    return appended
+
+
+def segment_names(run_dir: Path) -> list[str]:
+    """Segment files (.arrow, .arrows, .torn) in the run directory."""
+    return sorted(p.name for p in run_dir.iterdir() if p.name not in ("manifest.json", LOCK))
+
+
+def batch_ends(path: Path) -> list[int]:
+    """Byte offsets at which each record-batch message of an IPC stream ends."""
+    source = pa.BufferReader(pa.py_buffer(path.read_bytes()))
+    reader = pa.ipc.MessageReader.open_stream(source)
+    ends: list[int] = []
+    while True:
+        try:
+            message = reader.read_next_message()
+        except StopIteration:
+            return ends
+        if message.type == "record batch":
+            ends.append(source.tell())
+
+
+# --- writing and reading --------------------------------------------------------------------
+
+
+def test_writer_when_closed_then_reader_returns_every_entry_in_seq_order(tmp_path: Path) -> None:
+    writer = JournalWriter(tmp_path, manifest(), batch_size=8)
+    appended = write_run(writer, 30)
+    writer.close()
+    reader = JournalReader(tmp_path / "run-1")
+    assert list(reader.entries()) == appended
+    assert [e.seq for e in reader.entries()] == list(range(len(appended)))
+    assert reader.torn == []
+    assert segment_names(tmp_path / "run-1") == ["000000.arrow"]
+
+
+def test_manifest_when_run_closes_then_it_records_status_head_and_entries(tmp_path: Path) -> None:
+    writer = JournalWriter(tmp_path, manifest(), batch_size=4)
+    assert JournalReader(tmp_path / "run-1").manifest.status == "open"
+    write_run(writer, 5)
+    writer.close()
+    stored = JournalReader(tmp_path / "run-1").manifest
+    assert stored.status == "closed"
+    assert stored.entries == 7
+    assert stored.head_hash == writer.head_hash
+    assert stored.config == {"risk": {"max_qty": 10}}
+    assert stored.instruments == [{"instrument": "BTC-USD", "price_precision": 2}]
+    assert not list((tmp_path / "run-1").glob("*.tmp"))
+
+
+def test_reader_when_run_is_still_open_then_it_reads_flushed_batches(tmp_path: Path) -> None:
+    writer = JournalWriter(tmp_path, manifest(), batch_size=100)
+    appended = write_run(writer, 4)
+    writer.flush()
+    writer.append(quote(99))  # pending, not yet written
+    reader = JournalReader(tmp_path / "run-1")
+    assert list(reader.entries()) == appended
+    assert reader.torn == []
+    assert reader.verify().ok
+    writer.close()
+
+
+def test_writer_when_segment_exceeds_segment_bytes_then_it_rotates_and_seals(
+    tmp_path: Path,
+) -> None:
+    writer = JournalWriter(tmp_path, manifest(), batch_size=5, segment_bytes=20_000)
+    appended = write_run(writer, 60)
+    writer.close()
+    names = segment_names(tmp_path / "run-1")
+    assert len(names) > 2
+    assert names == [f"{i:06d}.arrow" for i in range(len(names))]
+    reader = JournalReader(tmp_path / "run-1")
+    assert list(reader.entries()) == appended
+    report = reader.verify()
+    assert report.ok and report.chain_ok, report.problems
+    assert report.segments == len(names)
+    assert (report.first_seq, report.last_seq, report.entries) == (0, 79, 80)
+
+
+def test_reader_when_writer_rotates_meanwhile_then_it_reads_every_flushed_entry(
+    tmp_path: Path,
+) -> None:
+    writer = JournalWriter(tmp_path, manifest(), batch_size=5, segment_bytes=20_000)
+    appended: list[Entry] = []
+    for round_ in range(6):
+        appended += write_run(writer, 12, start_ts=round_ * 100)
+        writer.flush()
+        reader = JournalReader(tmp_path / "run-1")  # seals may be in flight
+        assert list(reader.entries()) == appended
+        assert reader.verify().ok
+    writer.close()
+    assert all(name.endswith(".arrow") for name in segment_names(tmp_path / "run-1"))
+
+
+def test_seq_when_batches_flushes_rotations_and_restarts_mix_then_it_stays_contiguous(
+    tmp_path: Path,
+) -> None:
+    appended: list[Entry] = []
+    for restart in range(3):
+        writer = JournalWriter(tmp_path, manifest(), batch_size=7, segment_bytes=30_000)
+        assert writer.next_seq == len(appended)
+        for n in range(10):
+            appended += write_run(writer, 3, start_ts=restart * 1000 + n * 10)
+            if n % 4 == 0:
+                writer.flush()
+        writer.close()
+    reader = JournalReader(tmp_path / "run-1")
+    entries = list(reader.entries())
+    assert [e.seq for e in entries] == list(range(len(appended)))
+    assert entries == appended
+    assert reader.verify().ok
+
+
+def test_reader_counts_by_kind_when_run_has_mixed_kinds_then_counts_in_kinds_order(
+    tmp_path: Path,
+) -> None:
+    with JournalWriter(tmp_path, manifest(), batch_size=4) as writer:
+        write_run(writer, 10)
+        writer.append(Alert(ts_recv=5, severity=Severity.INFO, code="c", text="t"))
+    counts = JournalReader(tmp_path / "run-1").counts_by_kind()
+    assert counts == {"QuoteTick": 10, "SubmitOrder": 4, "Alert": 1}
+    assert list(counts) == ["QuoteTick", "SubmitOrder", "Alert"]
+
+
+@pytest.mark.parametrize("n", [0, 1, 3, 5, 14, 100])
+def test_reader_tail_when_asked_for_n_then_last_n_entries_oldest_first(
+    tmp_path: Path, n: int
+) -> None:
+    writer = JournalWriter(tmp_path, manifest(), batch_size=3, segment_bytes=15_000)
+    appended = write_run(writer, 10)
+    writer.flush()
+    writer.close()
+    expected = appended[-n:] if n else []
+    assert JournalReader(tmp_path / "run-1").tail(n) == expected
+
+
+def test_reader_when_both_sealed_and_open_segment_exist_then_sealed_wins(tmp_path: Path) -> None:
+    writer = JournalWriter(tmp_path, manifest(), batch_size=4)
+    appended = write_run(writer, 6)
+    writer.close()
+    run_dir = tmp_path / "run-1"
+    (run_dir / "000000.arrows").write_bytes(b"stale stream a crash left behind")
+    assert list(JournalReader(run_dir).entries()) == appended
+    writer = JournalWriter(tmp_path, manifest())  # a restart cleans it up
+    writer.close()
+    assert "000000.arrows" not in segment_names(run_dir)
+
+
+# --- fsync policies -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record fsync calls on regular files (not directories)."""
+    calls: list[int] = []
+    real = os.fsync
+
+    def counting(fd: int) -> None:
+        if not os.path.isdir(f"/proc/self/fd/{fd}"):
+            calls.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", counting)
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [("always", (1, 1, 1)), ("batch", (1, 0, 1)), ("none", (0, 0, 1))],
+)
+def test_writer_fsync_when_policy_is_given_then_batches_are_synced_as_documented(
+    tmp_path: Path, fsyncs: list[int], policy: Any, expected: tuple[int, int, int]
+) -> None:
+    after_full, after_partial, after_durable = expected
+    writer = JournalWriter(tmp_path, manifest(), batch_size=4, fsync=policy)
+    fsyncs.clear()  # the manifest
+    for n in range(4):
+        writer.append(quote(n))
+    assert len(fsyncs) == after_full
+    fsyncs.clear()
+    writer.append(quote(5))
+    writer.flush()
+    assert len(fsyncs) == after_partial
+    fsyncs.clear()
+    writer.append(quote(6))
+    writer.flush(durable=True)
+    assert len(fsyncs) == after_durable
+    fsyncs.clear()
+    writer.close()
+    assert len(fsyncs) >= 1  # the sealed segment and the manifest, whatever the policy
+
+
+@pytest.mark.parametrize(("policy", "expected"), [("always", 0), ("batch", 0), ("none", 1)])
+def test_writer_flush_durable_when_nothing_pending_then_fsyncs_only_unsynced_batches(
+    tmp_path: Path, fsyncs: list[int], policy: Any, expected: int
+) -> None:
+    writer = JournalWriter(tmp_path, manifest(), batch_size=2, fsync=policy)
+    writer.append(quote(1))
+    writer.append(quote(2))  # a full batch, written
+    fsyncs.clear()
+    writer.flush(durable=True)
+    writer.flush(durable=True)
+    assert len(fsyncs) == expected
+    writer.close()
+
+
+def test_writer_when_compression_is_unknown_then_error_lists_the_choices(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"compression: expected lz4, zstd or None, got 'gzip'"):
+        JournalWriter(tmp_path, manifest(), compression="gzip")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("compression", ["lz4", "zstd"])
+def test_writer_when_compressed_then_chain_verifies_and_restart_continues(
+    tmp_path: Path, compression: Any
+) -> None:
+    writer = JournalWriter(tmp_path, manifest(), batch_size=4, compression=compression)
+    appended = write_run(writer, 9)
+    writer.close()
+    with JournalWriter(tmp_path, manifest(), batch_size=4) as writer:  # uncompressed now
+        appended += write_run(writer, 3, start_ts=100)
+    reader = JournalReader(tmp_path / "run-1")
+    assert list(reader.entries()) == appended
+    report = reader.verify()
+    assert report.ok and report.chain_ok, report.problems
+
+
+def test_writer_when_fsync_policy_is_unknown_then_error_lists_the_choices(tmp_path: Path) -> None:
+    with pytest.raises(
+        ValueError, match=r"fsync: expected one of always, batch, none, got 'sometimes'"
+    ):
+        JournalWriter(tmp_path, manifest(), fsync="sometimes")  # type: ignore[arg-type]
+
+
+# --- analytics readers ------------------------------------------------------------------------
+
+
+@pytest.fixture(params=[None, "lz4"])
+def sealed_run(tmp_path: Path, request: pytest.FixtureRequest) -> tuple[Path, list[Entry]]:
+    writer = JournalWriter(
+        tmp_path, manifest(), batch_size=8, segment_bytes=20_000, compression=request.param
+    )
+    appended = write_run(writer, 40)
+    writer.close()
+    assert len(segment_names(tmp_path / "run-1")) > 1
+    return tmp_path / "run-1", appended
+
+
+def test_polars_when_scanning_a_sealed_journal_then_it_reads_every_entry(
+    sealed_run: tuple[Path, list[Entry]],
+) -> None:
+    run_dir, appended = sealed_run
+    frame = (
+        pl.scan_ipc(str(run_dir / "*.arrow"))
+        .filter(pl.col("kind").cast(pl.Utf8) == "SubmitOrder")
+        .select("seq", "cause", "order_id", "price")
+        .collect()
+    )
+    orders = [e for e in appended if isinstance(e.msg, SubmitOrder)]
+    assert frame["seq"].to_list() == [e.seq for e in orders]
+    assert frame["cause"].to_list() == [e.cause for e in orders]
+    assert frame["order_id"].to_list() == [e.msg.order_id for e in orders]  # type: ignore[attr-defined]
+    assert pl.scan_ipc(str(run_dir / "*.arrow")).select(pl.len()).collect().item() == len(appended)
+
+
+def test_pyarrow_dataset_when_reading_a_sealed_journal_then_it_reads_every_entry(
+    sealed_run: tuple[Path, list[Entry]],
+) -> None:
+    run_dir, appended = sealed_run
+    dataset = pads.dataset(sorted(str(p) for p in run_dir.glob("*.arrow")), format="arrow")
+    assert dataset.schema.equals(SCHEMA)
+    table = dataset.to_table(columns=["seq", "kind", "bid_price"])
+    assert table.column("seq").to_pylist() == [e.seq for e in appended]
+    quotes = dataset.to_table(filter=pads.field("kind") == "QuoteTick", columns=["bid_price"])
+    bids = [e.msg.bid_price for e in appended if isinstance(e.msg, QuoteTick)]
+    assert quotes.column("bid_price").to_pylist() == bids
+
+
+def test_duckdb_when_querying_a_sealed_journal_through_arrow_then_it_counts_by_kind(
+    sealed_run: tuple[Path, list[Entry]],
+) -> None:
+    run_dir, appended = sealed_run
+    reader = JournalReader(run_dir)
+    journal = pads.dataset([str(p) for p in reader.sealed_paths], format="arrow")
+    con = duckdb.connect()
+    con.register("journal", journal)
+    rows = con.execute(
+        "select kind, count(*), max(seq) from journal group by kind order by kind"
+    ).fetchall()
+    expected = [
+        (kind, len(seqs), max(seqs))
+        for kind in ("QuoteTick", "SubmitOrder")
+        for seqs in [[e.seq for e in appended if type(e.msg).__name__ == kind]]
+    ]
+    assert rows == expected
+    con.close()
+
+
+# --- torn tails -----------------------------------------------------------------------------
+
+
+def crash_snapshot(writer: JournalWriter, into: Path) -> Path:
+    """Copy the run directory as a crash would leave it (what reached the OS)."""
+    target = into / writer.run_dir.name
+    shutil.copytree(writer.run_dir, target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def crashed_stream() -> Iterator[tuple[bytes, bytes, list[Entry], list[int]]]:
+    """An open segment of 4 whole batches (no EOS), its manifest, entries, batch ends."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        writer = JournalWriter(root / "live", manifest(), batch_size=5)
+        appended = write_run(writer, 15)
+        writer.flush()
+        snapshot = crash_snapshot(writer, root / "crash")
+        writer.close()
+        stream = snapshot / "000000.arrows"
+        manifest_bytes = (snapshot / "manifest.json").read_bytes()
+        yield stream.read_bytes(), manifest_bytes, appended, batch_ends(stream)
+
+
+@settings(max_examples=60)
+@given(data=st.data())
+def test_reader_when_last_batch_is_cut_at_any_byte_then_it_recovers_the_whole_batches_before(
+    crashed_stream: tuple[bytes, bytes, list[Entry], list[int]], data: st.DataObject
+) -> None:
+    stream, manifest_bytes, appended, ends = crashed_stream
+    assert ends[-1] == len(stream)  # no EOS marker: the writer never closed
+    start = ends[-2]
+    cut = data.draw(st.integers(start, len(stream) - 1), label="cut")
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp)
+        (run_dir / "manifest.json").write_bytes(manifest_bytes)
+        (run_dir / "000000.arrows").write_bytes(stream[:cut])
+        reader = JournalReader(run_dir)
+        entries = list(reader.entries())
+        whole = len(appended) - 5  # all but the last batch
+        assert entries == appended[:whole]
+        if cut == start:
+            assert reader.torn == []  # a clean end after a whole batch, EOS or not
+        else:
+            assert reader.torn == [TornTail("000000.arrows", start, cut - start, whole - 1)]
+        report = reader.verify()
+        assert report.ok and report.chain_ok and report.entries == whole
+        assert report.torn == reader.torn
+
+
+@pytest.mark.parametrize("size", [0, 3, 100])
+def test_reader_when_crash_left_a_partial_schema_then_no_entries_and_torn_reported(
+    tmp_path: Path, crashed_stream: tuple[bytes, bytes, list[Entry], list[int]], size: int
+) -> None:
+    stream, manifest_bytes, _, _ = crashed_stream
+    (tmp_path / "manifest.json").write_bytes(manifest_bytes)
+    (tmp_path / "000000.arrows").write_bytes(stream[:size])
+    reader = JournalReader(tmp_path)
+    assert list(reader.entries()) == []
+    assert reader.torn == ([TornTail("000000.arrows", 0, size, None)] if size else [])
+    assert reader.verify().ok
+
+
+def test_writer_when_restarted_after_a_torn_tail_then_it_cuts_seals_and_continues(
+    tmp_path: Path,
+) -> None:
+    writer = JournalWriter(tmp_path / "live", manifest(), batch_size=5)
+    appended = write_run(writer, 15)  # 20 entries: 4 whole batches
+    writer.flush()
+    run_dir = crash_snapshot(writer, tmp_path / "crash")
+    writer.close()
+    stream = run_dir / "000000.arrows"
+    ends = batch_ends(stream)
+    cut = ends[-2] + 37
+    torn_bytes = stream.read_bytes()[ends[-2] : cut]
+    with open(stream, "r+b") as f:
+        f.truncate(cut)
+
+    restarted = JournalWriter(tmp_path / "crash", manifest(), batch_size=5)
+    assert restarted.torn == TornTail("000000.arrows", ends[-2], 37, 14)
+    assert (run_dir / "000000.torn").read_bytes() == torn_bytes
+    assert segment_names(run_dir) == ["000000.arrow", "000000.torn"]
+    assert restarted.next_seq == 15
+    more = write_run(restarted, 4, start_ts=500)
+    restarted.close()
+    assert segment_names(run_dir) == ["000000.arrow", "000000.torn", "000001.arrow"]
+    reader = JournalReader(run_dir)
+    assert list(reader.entries()) == appended[:15] + more
+    report = reader.verify()
+    assert report.ok and report.chain_ok, report.problems
+    assert reader.manifest.status == "closed" and reader.manifest.entries == 15 + len(more)
+
+
+def test_writer_when_restarted_after_a_crash_before_any_batch_then_it_starts_at_seq_zero(
+    tmp_path: Path,
+) -> None:
+    crashed = JournalWriter(tmp_path / "live", manifest(), batch_size=5)
+    run_dir = crash_snapshot(crashed, tmp_path)  # manifest only, then a partial schema:
+    (run_dir / "000000.arrows").write_bytes(b"\xff\xff\xff\xff\x10\x00")
+    writer = JournalWriter(tmp_path, manifest(), batch_size=5)
+    assert writer.torn == TornTail("000000.arrows", 0, 6, None)
+    assert writer.next_seq == 0
+    appended = write_run(writer, 2)
+    writer.close()
+    reader = JournalReader(tmp_path / "run-1")
+    assert list(reader.entries()) == appended
+    assert reader.verify().ok
+    crashed.close()
+
+
+def test_writer_when_reopening_a_closed_run_then_it_continues_in_a_new_segment(
+    tmp_path: Path,
+) -> None:
+    with JournalWriter(tmp_path, manifest(), batch_size=5) as writer:
+        first = write_run(writer, 3)
+    with JournalWriter(tmp_path, manifest(), batch_size=5) as writer:
+        assert writer.torn is None
+        second = write_run(writer, 3, start_ts=100)
+    reader = JournalReader(tmp_path / "run-1")
+    assert [e.seq for e in reader.entries()] == list(range(len(first) + len(second)))
+    assert segment_names(tmp_path / "run-1") == ["000000.arrow", "000001.arrow"]
+    assert reader.verify().ok
+
+
+# --- hash chain -----------------------------------------------------------------------------
+
+
+def rewrite_sealed(path: Path, keep: Any) -> None:
+    """Rewrite a sealed segment keeping (batch, metadata) pairs chosen by `keep`."""
+    reader = pa.ipc.open_file(pa.py_buffer(path.read_bytes()))  # not mapped: we overwrite it
+    batches = [reader.get_batch_with_custom_metadata(i) for i in range(reader.num_record_batches)]
+    chosen = keep(batches)
+    with pa.ipc.new_file(str(path), SCHEMA) as writer:
+        for batch, meta in chosen:
+            writer.write_batch(batch, custom_metadata=meta)
+
+
+def test_verify_when_a_value_in_a_sealed_segment_is_edited_then_that_batch_is_named(
+    tmp_path: Path,
+) -> None:
+    writer = JournalWriter(tmp_path, manifest(), batch_size=4, compression=None)  # raw bytes
+    for n in range(16):
+        writer.append(quote(n, price=1000 * n))
+    writer.close()
+    path = tmp_path / "run-1" / "000000.arrow"
+    data = path.read_bytes()
+    needle = (9000).to_bytes(8, "little", signed=True)  # the bid_price of quote 9
+    assert data.count(needle) == 1
+    path.write_bytes(data.replace(needle, (7).to_bytes(8, "little", signed=True)))
+    report = JournalReader(tmp_path / "run-1").verify()
+    assert not report.ok and not report.chain_ok
+    batch = next(i for i, p in enumerate(report.problems) if "hash mismatch" in p)
+    assert "segment 000000.arrow batch 2 (seq 8..11)" in report.problems[batch]
+
+
+def test_verify_when_a_batch_is_dropped_then_the_gap_and_broken_link_are_named(
+    tmp_path: Path,
+) -> None:
+    writer = JournalWriter(tmp_path, manifest(), batch_size=4)
+    write_run(writer, 12)
+    writer.close()
+    path = tmp_path / "run-1" / "000000.arrow"
+    rewrite_sealed(path, lambda batches: batches[:1] + batches[2:])
+    report = JournalReader(tmp_path / "run-1").verify()
+    assert not report.ok and not report.chain_ok
+    text = "\n".join(report.problems)
+    assert "segment 000000.arrow batch 1 (seq 8..11): starts at seq 8, expected 4" in text
+    assert "segment 000000.arrow batch 1 (seq 8..11): prev hash does not match" in text
+    assert "manifest says 16 entries" in text
+
+
+def test_verify_when_batches_are_reordered_then_it_is_reported(tmp_path: Path) -> None:
+    writer = JournalWriter(tmp_path, manifest(), batch_size=4)
+    write_run(writer, 12)
+    writer.close()
+    path = tmp_path / "run-1" / "000000.arrow"
+    rewrite_sealed(path, lambda batches: [batches[1], batches[0], *batches[2:]])
+    report = JournalReader(tmp_path / "run-1").verify()
+    assert not report.chain_ok
+    assert any("batch 0 (seq 4..7): starts at seq 4, expected 0" in p for p in report.problems)
+
+
+def test_verify_when_journal_is_intact_then_chain_links_from_genesis_to_manifest_head(
+    tmp_path: Path,
+) -> None:
+    writer = JournalWriter(tmp_path, manifest(), batch_size=4, segment_bytes=20_000)
+    write_run(writer, 20)
+    writer.close()
+    reader = JournalReader(tmp_path / "run-1")
+    metas = [
+        meta
+        for path in reader.segment_paths
+        for meta in (
+            pa.ipc.open_file(str(path)).get_batch_with_custom_metadata(i)[1]
+            for i in range(pa.ipc.open_file(str(path)).num_record_batches)
+        )
+    ]
+    assert metas[0][b"tape.prev"] == genesis_hash("run-1").hex().encode()
+    assert metas[-1][b"tape.hash"].decode() == reader.manifest.head_hash
+    report = reader.verify()
+    assert report.ok and report.chain_ok and report.batches == len(metas)
+    assert (report.first_ts, report.last_ts) == (0, 19)
+
+
+# --- bad input ------------------------------------------------------------------------------
+
+
+def test_writer_append_when_given_a_non_message_then_error_names_what_was_expected(
+    tmp_path: Path,
+) -> None:
+    writer = JournalWriter(tmp_path, manifest())
+    with pytest.raises(
+        CodecError, match=r"expected a message of a kind in messages\.KINDS, got dict"
+    ):
+        writer.append({"price": 1})  # type: ignore[arg-type]
+    with pytest.raises(CodecError, match=r"QuoteTick\.bid_size: expected int, got str"):
+        writer.append(msgspec.structs.replace(quote(1), bid_size="3"))
+    assert writer.append(quote(2)) == 0  # nothing half-written, seq not consumed
+    writer.close()
+    assert [e.msg for e in JournalReader(tmp_path / "run-1").entries()] == [quote(2)]
+
+
+def test_writer_append_when_cause_is_not_an_earlier_seq_then_it_is_refused(
+    tmp_path: Path,
+) -> None:
+    writer = JournalWriter(tmp_path, manifest())
+    seq = writer.append(quote(1))
+    with pytest.raises(CodecError, match=r"cause: expected the seq of an earlier entry"):
+        writer.append(OrderAccepted(ts_recv=1, order_id="o", venue="v"), seq + 1)
+    with pytest.raises(CodecError, match=r"got -1"):
+        writer.append(OrderAccepted(ts_recv=1, order_id="o", venue="v"), -1)
+    writer.close()
+
+
+def test_writer_when_a_value_overflows_int64_then_it_fails_and_refuses_more(
+    tmp_path: Path,
+) -> None:
+    writer = JournalWriter(tmp_path, manifest(), batch_size=2)
+    writer.append(quote(1))
+    with pytest.raises(CodecError, match=r"entry seq 1: QuoteTick\.ask_size: expected an int64"):
+        writer.append(msgspec.structs.replace(quote(2), ask_size=2**64))
+    with pytest.raises(JournalError, match="failed earlier"):
+        writer.append(quote(3))
+
+
+def test_writer_when_another_writer_has_the_run_open_then_it_refuses(tmp_path: Path) -> None:
+    first = JournalWriter(tmp_path, manifest())
+    with pytest.raises(JournalError, match="another JournalWriter has this run open"):
+        JournalWriter(tmp_path, manifest())
+    first.close()
+    assert not (tmp_path / "run-1" / LOCK).exists()
+    JournalWriter(tmp_path, manifest()).close()  # free again
+
+
+def test_writer_when_closed_then_append_is_refused(tmp_path: Path) -> None:
+    writer = JournalWriter(tmp_path, manifest())
+    writer.close()
+    with pytest.raises(JournalError, match="closed"):
+        writer.append(quote(1))
+
+
+def test_reader_when_run_dir_has_no_manifest_then_error_names_the_directory(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(JournalError, match=rf"{tmp_path}: no manifest\.json"):
+        JournalReader(tmp_path)
+
+
+def test_reader_when_format_version_is_unknown_then_error_names_both_versions(
+    tmp_path: Path,
+) -> None:
+    data = msgspec.json.encode(msgspec.structs.replace(manifest(), format_version=99))
+    (tmp_path / "manifest.json").write_bytes(data)
+    with pytest.raises(JournalError, match=r"format_version 99 is not supported.*version 1"):
+        JournalReader(tmp_path)
+
+
+def test_reader_when_manifest_field_has_wrong_type_then_error_names_the_field(
+    tmp_path: Path,
+) -> None:
+    fields = {"format_version": 1, "run_id": "r", "mode": "x", "seed": "x", "code_version": "c"}
+    (tmp_path / "manifest.json").write_bytes(msgspec.json.encode(fields))
+    with pytest.raises(
+        JournalError, match=r"manifest\.json: Expected `int`, got `str` - at `\$\.seed`"
+    ):
+        JournalReader(tmp_path)
+
+
+def test_writer_when_reopened_with_another_manifest_then_error_names_the_field(
+    tmp_path: Path,
+) -> None:
+    JournalWriter(tmp_path, manifest()).close()
+    with pytest.raises(JournalError, match="seed is 42 but the writer was given 7"):
+        JournalWriter(tmp_path, manifest(seed=7))
+
+
+def test_writer_when_directory_has_files_but_no_manifest_then_it_refuses(tmp_path: Path) -> None:
+    (tmp_path / "run-1").mkdir()
+    (tmp_path / "run-1" / "notes.txt").write_text("mine")
+    with pytest.raises(JournalError, match=r"no manifest\.json"):
+        JournalWriter(tmp_path, manifest())
+
+
+@pytest.mark.parametrize("run_id", ["", "..", "a/b"])
+def test_writer_when_run_id_is_not_a_plain_name_then_it_refuses(
+    tmp_path: Path, run_id: str
+) -> None:
+    with pytest.raises(JournalError, match="run_id"):
+        JournalWriter(tmp_path, manifest(run_id=run_id))
+
+
+def test_verify_when_called_on_a_run_dir_then_same_report_as_the_reader(tmp_path: Path) -> None:
+    with JournalWriter(tmp_path, manifest(), batch_size=4) as writer:
+        write_run(writer, 5)
+    assert verify(tmp_path / "run-1") == JournalReader(tmp_path / "run-1").verify()
+
+
+def test_writer_when_restarted_after_a_crash_mid_seal_then_leftover_tmp_is_removed(
+    tmp_path: Path,
+) -> None:
+    writer = JournalWriter(tmp_path / "live", manifest(), batch_size=4)
+    appended = write_run(writer, 6)
+    writer.flush()
+    run_dir = crash_snapshot(writer, tmp_path / "crash")
+    writer.close()
+    (run_dir / "000000.arrow.tmp").write_bytes(b"half a sealed file")
+    restarted = JournalWriter(tmp_path / "crash", manifest(), batch_size=4)
+    assert restarted.torn is None
+    restarted.close()
+    assert segment_names(run_dir) == ["000000.arrow"]
+    assert list(JournalReader(run_dir).entries()) == appended
+
+
+def test_reader_when_a_sealed_segment_is_not_arrow_then_error_names_the_file(
+    tmp_path: Path,
+) -> None:
+    JournalWriter(tmp_path, manifest()).close()
+    (tmp_path / "run-1" / "000000.arrow").write_bytes(b"not arrow at all")
+    with pytest.raises(JournalError, match=r"000000\.arrow: not a readable Arrow IPC segment"):
+        JournalReader(tmp_path / "run-1")
