@@ -24,10 +24,12 @@ from typing import Any, NamedTuple
 
 import msgspec
 
+from engine.book import Book
 from engine.ids import IdGenerator
 from engine.instruments import Denial, instrument_problem, normalise_order
 from engine.messages import (
     Alert,
+    BookDelta,
     CancelOrder,
     CancelRejected,
     Instrument,
@@ -114,6 +116,7 @@ class Engine:
 
     __slots__ = (
         "_anomalies",
+        "_books",
         "_config",
         "_disconnected",
         "_duplicate_fills",
@@ -149,6 +152,7 @@ class Engine:
         self._signal_ids: set[str] = set()
         self._quotes: dict[tuple[str, str], QuoteTick] = {}
         self._trades: dict[tuple[str, str], TradeTick] = {}
+        self._books: dict[tuple[str, str], Book] = {}
         self._halt: KillSwitch | None = None
         self._qty_overrides: dict[str, LimitOverride] = {}
         self._disconnected: dict[str, VenueDisconnected] = {}
@@ -157,6 +161,7 @@ class Engine:
         self._handlers: dict[type[Message], Callable[[Any], list[Message]]] = {
             QuoteTick: self._on_quote,
             TradeTick: self._on_trade,
+            BookDelta: self._on_book_delta,
             Signal: self._on_signal,
             OrderFilled: self._on_filled,
             OrderAccepted: self._on_venue_event,
@@ -230,6 +235,10 @@ class Engine:
         """Return the last quote seen for an instrument on a venue."""
         return self._quotes.get((instrument, venue))
 
+    def book(self, instrument: str, venue: str) -> Book | None:
+        """Return the L2 book of an instrument on a venue, None if no level was seen."""
+        return self._books.get((instrument, venue))
+
     def last_trade(self, instrument: str, venue: str) -> TradeTick | None:
         """Return the last market trade seen for an instrument on a venue."""
         return self._trades.get((instrument, venue))
@@ -253,6 +262,14 @@ class Engine:
 
     def _on_trade(self, msg: TradeTick) -> list[Message]:
         self._trades[msg.instrument, msg.venue] = msg
+        return []
+
+    def _on_book_delta(self, msg: BookDelta) -> list[Message]:
+        key = (msg.instrument, msg.venue)
+        book = self._books.get(key)
+        if book is None:
+            book = self._books[key] = Book()
+        book.apply(msg)
         return []
 
     # --- signals ----------------------------------------------------------------------

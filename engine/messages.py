@@ -128,6 +128,22 @@ class TradeTick(Message, frozen=True, kw_only=True, gc=False):
     trade_id: str | None = None
 
 
+class BookDelta(Message, frozen=True, kw_only=True, gc=False):
+    """One level of an L2 book: `qty` now rests at `price` on `side` (0 removes the level).
+
+    `clear` starts a snapshot: drop both sides of the book, then apply this level; the
+    snapshot's other levels follow at the same `ts_recv` with `clear` False.
+    """
+
+    ts_event: int | None = None
+    instrument: str
+    venue: str
+    side: Side
+    price: int
+    qty: int
+    clear: bool = False
+
+
 # --- signals --------------------------------------------------------------------------
 
 
@@ -374,6 +390,7 @@ KINDS: tuple[type[Message], ...] = (
     ScheduleTimer,
     Alert,
     SignalRejected,
+    BookDelta,
 )
 KIND_CODE: dict[type[Message], int] = {cls: i for i, cls in enumerate(KINDS)}
 KIND_BY_NAME: dict[str, type[Message]] = {cls.__name__: cls for cls in KINDS}

@@ -1,6 +1,20 @@
-"""A deterministic synthetic market: seed in, same market out.
+"""Market data inside a sim run, and a deterministic synthetic market generator.
 
-Invariants:
+Market batches (`MARKET_SCHEMA`) are the one internal form of market data: loaders turn
+files into it, the generator writes it, the sim runner and venues read it. Integer
+prices and sizes in instrument units; `mtype` says what a row is:
+- QUOTE (0): bid_price, bid_size, ask_price, ask_size (a missing side: null price)
+- TRADE (1): price, qty, side = aggressor (0 buy, 1 sell, null unknown)
+- BOOK  (2): one L2 level: side (0 bid, 1 ask), price, qty (0 removes); clear = a
+  snapshot starts (drop the book, then apply this level)
+Rows are sorted by `ts` (the time the row reaches us: the engine's `ts_recv`); rows with
+equal `ts` keep file order. `ts_event` is the source's own time, when it gives one.
+
+`MarketView` is the numpy view of one batch the runner and venues compute on: nulls
+become `NULL` (int64 min) in price/size columns, -1 in `side`; `key` numbers each
+(instrument, venue) pair in the run.
+
+Invariants of the generator:
 - One latent mid per instrument follows a random walk in ticks, drawn from
   `numpy.random.default_rng(seed)`; nothing else is random and nothing reads a clock.
 - Each venue quotes every instrument it lists around that mid with its own half spread
@@ -12,11 +26,52 @@ Invariants:
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import msgspec
 import numpy as np
 import pyarrow as pa
 
 from engine.messages import Instrument
+
+MTYPE_QUOTE, MTYPE_TRADE, MTYPE_BOOK = 0, 1, 2
+NULL = np.iinfo(np.int64).min
+
+MARKET_SCHEMA = pa.schema(
+    [
+        pa.field("ts", pa.int64(), nullable=False),
+        pa.field("mtype", pa.int8(), nullable=False),
+        pa.field("instrument", pa.string(), nullable=False),
+        pa.field("venue", pa.string(), nullable=False),
+        ("bid_price", pa.int64()),
+        ("bid_size", pa.int64()),
+        ("ask_price", pa.int64()),
+        ("ask_size", pa.int64()),
+        ("price", pa.int64()),
+        ("qty", pa.int64()),
+        ("side", pa.int8()),
+        ("clear", pa.bool_()),
+        ("ts_event", pa.int64()),
+    ]
+)
+
+
+class MarketView(NamedTuple):
+    """Numpy columns of one market batch (see the module docstring for nulls)."""
+
+    ts: np.ndarray
+    mtype: np.ndarray
+    key: np.ndarray  # int32 index into the run's (instrument, venue) keys
+    bid_price: np.ndarray
+    bid_size: np.ndarray
+    ask_price: np.ndarray
+    ask_size: np.ndarray
+    price: np.ndarray
+    qty: np.ndarray
+    side: np.ndarray
+    clear: np.ndarray
+    ts_event: np.ndarray
+
 
 QUOTE_SCHEMA = pa.schema(
     [
