@@ -126,6 +126,7 @@ class Engine:
         "_instruments",
         "_open",
         "_orders",
+        "_orders_by_signal",
         "_positions",
         "_qty_overrides",
         "_quotes",
@@ -150,6 +151,7 @@ class Engine:
         self._working: dict[tuple[str, str, str], dict[str, Order]] = {}  # open, by strategy
         self._positions = PositionBook()
         self._signal_ids: set[str] = set()
+        self._orders_by_signal: dict[str, list[Order]] = {}
         self._quotes: dict[tuple[str, str], QuoteTick] = {}
         self._trades: dict[tuple[str, str], TradeTick] = {}
         self._books: dict[tuple[str, str], Book] = {}
@@ -275,21 +277,13 @@ class Engine:
     # --- signals ----------------------------------------------------------------------
 
     def _on_signal(self, sig: Signal) -> list[Message]:
+        if sig.intent is SignalIntent.CANCEL:
+            return self._on_cancel_signal(sig)
         plan = self._plan(sig)
         if plan is None:
             return []
         if isinstance(plan, Denial):
-            return [
-                SignalRejected(
-                    ts_recv=sig.ts_recv,
-                    signal_id=sig.signal_id,
-                    strategy=sig.strategy,
-                    account=sig.account,
-                    instrument=sig.instrument,
-                    code=plan.code,
-                    reason=plan.reason,
-                )
-            ]
+            return [self._signal_rejected(sig, plan)]
         return self._submit(
             SubmitOrder(
                 ts_recv=sig.ts_recv,
@@ -308,8 +302,50 @@ class Engine:
             )
         )
 
-    def _plan(self, sig: Signal) -> _Plan | Denial | None:
-        """Check a signal and work out its order; None when a target is already met."""
+    def _on_cancel_signal(self, sig: Signal) -> list[Message]:
+        """Cancel the open orders of the signal `sig.cancels` (allowed while halted)."""
+        denial = self._duplicate(sig)
+        if denial is None:
+            denial = self._cancel_target_denial(sig)
+        if denial is not None:
+            return [self._signal_rejected(sig, denial)]
+        now = sig.ts_recv
+        effects: list[Message] = []
+        for order in self._orders_by_signal.get(sig.cancels or "", ()):
+            cancel = self._request_cancel(order, now)
+            if cancel is not None:
+                effects.append(cancel)
+        if not effects:
+            denial = Denial(
+                code="nothing_to_cancel",
+                reason=f"signal {sig.cancels} has no open order to cancel "
+                "(filled, canceled or already pending cancel)",
+            )
+            return [self._signal_rejected(sig, denial)]
+        return effects
+
+    def _cancel_target_denial(self, sig: Signal) -> Denial | None:
+        """Say why a CANCEL signal cannot act on its target, or None."""
+        target = sig.cancels
+        if target is None:
+            return Denial(code="intent", reason="CANCEL signal needs cancels, got None")
+        orders = self._orders_by_signal.get(target)
+        if orders is None:
+            return Denial(
+                code="unknown_signal",
+                reason=f"cancels {target!r}: no order was sent for that signal_id",
+            )
+        owner = orders[0]
+        if (owner.account, owner.strategy) != (sig.account, sig.strategy):
+            return Denial(
+                code="not_owner",
+                reason=f"cancels {target!r}: its orders belong to account {owner.account} "
+                f"strategy {owner.strategy}, not {sig.account} {sig.strategy}",
+            )
+        return None
+
+    def _duplicate(self, sig: Signal) -> Denial | None:
+        """Deny a signal_id seen before (idempotency); remember a new one."""
         sid = sig.signal_id
         if sid in self._signal_ids:
             return Denial(
@@ -317,6 +353,38 @@ class Engine:
                 reason=f"duplicate signal_id {sid}: already handled, nothing sent",
             )
         self._signal_ids.add(sid)
+        return None
+
+    def _signal_rejected(self, sig: Signal, denial: Denial) -> SignalRejected:
+        return SignalRejected(
+            ts_recv=sig.ts_recv,
+            signal_id=sig.signal_id,
+            strategy=sig.strategy,
+            account=sig.account,
+            instrument=sig.instrument,
+            code=denial.code,
+            reason=denial.reason,
+        )
+
+    def _request_cancel(self, order: Order, now: int) -> CancelOrder | None:
+        """Move an open order to PENDING_CANCEL and return its cancel; None if it can't."""
+        if (order.status, OrderEvent.CANCEL_REQUESTED) not in TRANSITIONS:
+            return None  # final, or a cancel is already pending
+        order.apply(OrderEvent.CANCEL_REQUESTED, now)
+        return CancelOrder(
+            ts_recv=now,
+            order_id=order.order_id,
+            venue=order.venue,
+            instrument=order.instrument,
+            venue_order_id=order.venue_order_id,
+        )
+
+    def _plan(self, sig: Signal) -> _Plan | Denial | None:
+        """Check a signal and work out its order; None when a target is already met."""
+        sid = sig.signal_id
+        denial = self._duplicate(sig)
+        if denial is not None:
+            return denial
         if self._halt is not None:
             halt = self._halt
             return Denial(
@@ -438,6 +506,8 @@ class Engine:
         order = Order.from_submit(cmd)
         self._orders[cmd.order_id] = order
         self._open[cmd.order_id] = order
+        if cmd.signal_id is not None:
+            self._orders_by_signal.setdefault(cmd.signal_id, []).append(order)
         key = (cmd.account, cmd.strategy, cmd.instrument)
         self._working.setdefault(key, {})[cmd.order_id] = order
         timer = ScheduleTimer(
@@ -610,18 +680,9 @@ class Engine:
         now = msg.ts_recv
         effects: list[Message] = []
         for order in self._open.values():
-            if (order.status, OrderEvent.CANCEL_REQUESTED) not in TRANSITIONS:
-                continue  # a cancel is already pending
-            order.apply(OrderEvent.CANCEL_REQUESTED, now)
-            effects.append(
-                CancelOrder(
-                    ts_recv=now,
-                    order_id=order.order_id,
-                    venue=order.venue,
-                    instrument=order.instrument,
-                    venue_order_id=order.venue_order_id,
-                )
-            )
+            cancel = self._request_cancel(order, now)
+            if cancel is not None:
+                effects.append(cancel)
         if msg.flatten:
             positions = sorted(self._positions.strategy_positions(), key=lambda kv: kv[0])
             for (account, strategy, instrument), position in positions:

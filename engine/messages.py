@@ -74,6 +74,7 @@ class Severity(enum.StrEnum):
 class SignalIntent(enum.StrEnum):
     ORDER = "ORDER"  # trade `qty` on `side`
     TARGET = "TARGET"  # bring the strategy's position to `target`
+    CANCEL = "CANCEL"  # cancel the open orders of the signal `cancels`
 
 
 class Message(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag_field="kind", tag=True):
@@ -165,6 +166,7 @@ class Signal(Message, frozen=True, kw_only=True, gc=False):
     tif: TimeInForce = TimeInForce.GTC
     signal_price: int | None = None  # the price the strategy saw; slippage reference
     venue: str | None = None
+    cancels: str | None = None  # CANCEL: the signal_id whose open orders to cancel
 
 
 # --- commands to venues (effects) -------------------------------------------------------
