@@ -30,6 +30,7 @@ from itertools import repeat
 from typing import Any, Literal, NamedTuple
 
 import msgspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -524,6 +525,66 @@ def _grouped(batch: pa.RecordBatch) -> tuple[list[Message], list[int] | None]:
         msgs += _build(code, [part.column(position[f.column]) for f in _FIELDS[code]])
         start += count
     return msgs, pc.sort_indices(order).to_pylist()
+
+
+_COLUMN_INDEX: dict[str, int] = {c.name: j for j, c in enumerate(COLUMNS)}
+
+
+class _NullColumns:
+    """All-null columns of one row count, reused while batches keep that size."""
+
+    __slots__ = ("arrays", "rows")
+
+    def __init__(self) -> None:
+        self.rows = -1
+        self.arrays: list[pa.Array] = []
+
+    def get(self, rows: int) -> list[pa.Array]:
+        if rows != self.rows:
+            self.arrays = [_nulls(rows, col) for col in COLUMNS]
+            self.rows = rows
+        return self.arrays
+
+
+_NULL_COLUMNS = _NullColumns()
+
+
+def columns_batch(first_seq: int, kinds: Any, columns: dict[str, Any]) -> pa.RecordBatch:
+    """Build a batch of inputs from ready columns: the bulk path for market data.
+
+    `kinds` holds each row's KINDS code (int8); `columns` maps journal column names to
+    arrays of the rows' values (pyarrow or numpy; enum columns as int8 member indices);
+    every other column is null, `cause` too (inputs have none). The caller vouches that
+    each row is a valid message of its kind: `decode` must give back what it means.
+    """
+    rows = len(kinds)
+    if rows == 0:
+        raise ValueError("columns_batch: expected at least one row")
+    arrays = list(_NULL_COLUMNS.get(rows))
+    for name, values in columns.items():
+        j = _COLUMN_INDEX.get(name)
+        if j is None:
+            raise CodecError(f"columns_batch: no journal column {name!r}")
+        col = COLUMNS[j]
+        if len(values) != rows:
+            raise CodecError(f"columns_batch: column {name!r} has {len(values)} rows, not {rows}")
+        if col.dictionary is None:
+            arrays[j] = (
+                pa.array(values, col.type)
+                if not isinstance(values, pa.Array)
+                else (values if values.type == col.type else values.cast(col.type))
+            )
+        else:
+            indices = values if isinstance(values, pa.Array) else pa.array(values, pa.int8())
+            arrays[j] = pa.DictionaryArray.from_arrays(indices.cast(pa.int8()), col.dictionary)
+    head = [
+        pa.array(np.arange(first_seq, first_seq + rows, dtype=np.uint64)),
+        pa.nulls(rows, pa.uint64()),
+        pa.DictionaryArray.from_arrays(
+            kinds if isinstance(kinds, pa.Array) else pa.array(kinds, pa.int8()), KIND_DICTIONARY
+        ),
+    ]
+    return pa.RecordBatch.from_arrays(head + arrays, schema=SCHEMA)
 
 
 def decode_messages(batch: pa.RecordBatch) -> list[Message]:
