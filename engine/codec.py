@@ -503,7 +503,7 @@ def _grouped(batch: pa.RecordBatch) -> tuple[list[Message], list[int] | None]:
     is then built from a contiguous slice (measured faster than per-kind filters).
     """
     if not batch.schema.equals(SCHEMA):
-        raise CodecError("record batch: schema differs from the journal schema of this code")
+        raise CodecError(f"record batch: {schema_difference(batch.schema)}")
     if batch.num_rows == 0:
         return [], None
     kinds = batch.column(2)
@@ -585,6 +585,21 @@ def columns_batch(first_seq: int, kinds: Any, columns: dict[str, Any]) -> pa.Rec
         ),
     ]
     return pa.RecordBatch.from_arrays(head + arrays, schema=SCHEMA)
+
+
+def schema_difference(schema: pa.Schema) -> str:
+    """Say how a journal schema differs from this code's (for errors)."""
+    ours, theirs = set(SCHEMA.names), set(schema.names)
+    parts = []
+    if theirs - ours:
+        parts.append(f"columns unknown to this code: {', '.join(sorted(theirs - ours))}")
+    if ours - theirs:
+        parts.append(f"columns missing: {', '.join(sorted(ours - theirs))}")
+    changed = sorted(n for n in ours & theirs if schema.field(n).type != SCHEMA.field(n).type)
+    if changed:
+        parts.append(f"columns of another type: {', '.join(changed)}")
+    detail = "; ".join(parts) or "column order or metadata differ"
+    return f"journal schema differs from this code's ({detail}): written by another version"
 
 
 def decode_messages(batch: pa.RecordBatch) -> list[Message]:

@@ -14,7 +14,15 @@ Invariants (DESIGN.md, "The one rule"):
   target already reached). A signal id is handled once.
 - Duplicate fills (same trade id for the order) are dropped before the state machine.
   An overfill is booked (the venue says it traded) and raises a CRITICAL alert.
-- Market data is the hot path: a tick only updates the last quote or trade.
+- Market data is the hot path, and its contract lets runners skip it in bulk:
+  QuoteTick, TradeTick and BookDelta never produce effects; after a run of quotes and
+  trades the state depends only on the last QuoteTick and the last TradeTick of each
+  (instrument, venue); book levels apply in order. A runner that journals every row may
+  therefore hand the engine only those (sim/run.py does); tests/engine/
+  test_market_contract.py holds the engine to it. A change that needs every tick (a
+  volatility estimate, say) must keep a bulk form of itself and change that test.
+- A CANCEL signal cancels the open orders of the signal it names (allowed while halted,
+  as it only reduces risk), or is denied saying why nothing was sent.
 """
 
 from __future__ import annotations

@@ -17,11 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from engine.codec import decode_messages
+from engine.codec import KIND_DICTIONARY, decode_messages
 from engine.core import Engine, EngineConfig
 from engine.journal import JournalReader, Manifest
-from engine.messages import Message
+from engine.messages import KIND_CODE, Message, QuoteTick, TradeTick
+
+_QUOTE, _TRADE = KIND_CODE[QuoteTick], KIND_CODE[TradeTick]
 
 
 class Divergence(msgspec.Struct, frozen=True, kw_only=True):
@@ -69,21 +75,56 @@ def engine_config(manifest: Manifest) -> EngineConfig:
         raise ValueError(f"manifest.json of run {manifest.run_id}: config invalid: {exc}") from exc
 
 
-def replay(run_dir: Path, *, verify: bool = True) -> tuple[ReplayResult, Engine]:
-    """Feed a journal's inputs to a fresh engine; with `verify`, compare every effect."""
+def replay(
+    run_dir: Path, *, verify: bool = True, every_tick: bool = False
+) -> tuple[ReplayResult, Engine]:
+    """Feed a journal's inputs to a fresh engine; with `verify`, compare every effect.
+
+    By default a quote or trade that a later one of the same (instrument, venue)
+    supersedes before any other input is counted but not handed to the engine: by the
+    engine's market-data contract (engine/core.py) it can change nothing. `every_tick`
+    hands every input over, for a replay that trusts no contract.
+    """
     reader = JournalReader(run_dir)
     engine = Engine(engine_config(reader.manifest))
     gc_was_enabled = gc.isenabled()
     gc.disable()  # replay allocates many short-lived, acyclic messages: ~15% faster
     try:
-        result = _feed(reader, engine, verify)
+        result = _feed(reader, engine, verify, every_tick)
     finally:
         if gc_was_enabled:
             gc.enable()
     return result, engine
 
 
-def _feed(reader: JournalReader, engine: Engine, verify: bool) -> ReplayResult:
+def _superseded(batch: pa.RecordBatch) -> npt.NDArray[np.bool_] | None:
+    """Mark the quotes and trades a later one of the same kind and key supersedes before
+    any other entry of the batch; None when there is nothing worth dropping."""
+    kinds = batch.column(2)
+    if not kinds.dictionary.equals(KIND_DICTIONARY):
+        return None
+    codes = kinds.indices.to_numpy()
+    market = (codes == _QUOTE) | (codes == _TRADE)
+    at = np.flatnonzero(market)
+    if len(at) < 64:
+        return None
+    inst = pc.dictionary_encode(batch.column("instrument").take(at))
+    venue = pc.dictionary_encode(batch.column("venue").take(at))
+    n_venue = len(venue.dictionary)
+    segment = np.cumsum(~market)[at]  # a new run of market data after every other entry
+    key = (segment * len(inst.dictionary) + inst.indices.to_numpy()) * n_venue
+    key = (key + venue.indices.to_numpy()) * 2 + (codes[at] == _TRADE)
+    _, first_from_end = np.unique(key[::-1], return_index=True)
+    drop = np.ones(len(at), dtype=bool)
+    drop[len(at) - 1 - first_from_end] = False
+    if not drop.any():
+        return None
+    superseded = np.zeros(len(codes), dtype=bool)
+    superseded[at[drop]] = True
+    return superseded
+
+
+def _feed(reader: JournalReader, engine: Engine, verify: bool, every_tick: bool) -> ReplayResult:
     handle = engine.handle
     entries = effects = 0
     actual: list[Message] = []
@@ -99,10 +140,14 @@ def _feed(reader: JournalReader, engine: Engine, verify: bool) -> ReplayResult:
         )
 
     for batch in reader.batches():
-        first_seq = batch.column(0)[0].as_py()  # seqs are contiguous: the reader checks
+        entries += batch.num_rows
+        if not every_tick:
+            superseded = _superseded(batch)
+            if superseded is not None:
+                batch = batch.filter(pa.array(~superseded))
+        seqs = batch.column(0).to_pylist()
         causes = batch.column(1).to_pylist()
-        entries += len(causes)
-        for row, (cause, msg) in enumerate(zip(causes, decode_messages(batch))):
+        for seq, cause, msg in zip(seqs, causes, decode_messages(batch)):
             if cause is None:
                 if pos != n_actual and verify:  # an effect the journal lacks
                     divergence = diverged(input_seq, None, actual[pos])
@@ -110,7 +155,7 @@ def _feed(reader: JournalReader, engine: Engine, verify: bool) -> ReplayResult:
                 actual = handle(msg)
                 n_actual = len(actual)
                 pos = 0
-                input_seq = first_seq + row
+                input_seq = seq
                 input_msg = msg
                 continue
             effects += 1
@@ -118,7 +163,7 @@ def _feed(reader: JournalReader, engine: Engine, verify: bool) -> ReplayResult:
                 continue
             got = actual[pos] if pos < n_actual else None
             if got != msg or cause != input_seq:
-                divergence = diverged(first_seq + row, msg, got)
+                divergence = diverged(seq, msg, got)
                 break
             pos += 1
         if divergence is not None:

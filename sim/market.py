@@ -19,9 +19,7 @@ Invariants of the generator:
   `numpy.random.default_rng(seed)`; nothing else is random and nothing reads a clock.
 - Each venue quotes every instrument it lists around that mid with its own half spread
   (in ticks) and displayed size, so venues differ in liquidity but agree on value.
-- The output is an Arrow table sorted by (ts, instrument, venue) with integer prices and
-  sizes in instrument units: columns ts, instrument, venue, bid_price, bid_size,
-  ask_price, ask_size.
+- The output is a MARKET_SCHEMA table of quote rows sorted by (ts, instrument, venue).
 """
 
 from __future__ import annotations
@@ -73,19 +71,6 @@ class MarketView(NamedTuple):
     ts_event: np.ndarray
 
 
-QUOTE_SCHEMA = pa.schema(
-    [
-        ("ts", pa.int64()),
-        ("instrument", pa.string()),
-        ("venue", pa.string()),
-        ("bid_price", pa.int64()),
-        ("bid_size", pa.int64()),
-        ("ask_price", pa.int64()),
-        ("ask_size", pa.int64()),
-    ]
-)
-
-
 class VenueQuoting(msgspec.Struct, frozen=True, kw_only=True):
     """How one venue quotes: half spread in ticks and mean displayed size in lots."""
 
@@ -102,6 +87,37 @@ class MarketSpec(msgspec.Struct, frozen=True, kw_only=True):
     interval_ns: int = 100_000_000
     start_mid: dict[str, int]  # instrument -> mid in price units
     vol_ticks: float = 1.0  # std dev of the mid's step, in ticks
+
+
+def quote_table(
+    ts: np.ndarray,
+    instrument: str,
+    venue: str,
+    bid_price: np.ndarray,
+    bid_size: np.ndarray,
+    ask_price: np.ndarray,
+    ask_size: np.ndarray,
+) -> pa.Table:
+    """Build a MARKET_SCHEMA table of quote rows of one instrument on one venue."""
+    n = len(ts)
+    return pa.table(
+        {
+            "ts": pa.array(ts, pa.int64()),
+            "mtype": pa.array(np.full(n, MTYPE_QUOTE, dtype=np.int8)),
+            "instrument": pa.array([instrument] * n, pa.string()),
+            "venue": pa.array([venue] * n, pa.string()),
+            "bid_price": pa.array(bid_price, pa.int64()),
+            "bid_size": pa.array(bid_size, pa.int64()),
+            "ask_price": pa.array(ask_price, pa.int64()),
+            "ask_size": pa.array(ask_size, pa.int64()),
+            "price": pa.nulls(n, pa.int64()),
+            "qty": pa.nulls(n, pa.int64()),
+            "side": pa.nulls(n, pa.int8()),
+            "clear": pa.nulls(n, pa.bool_()),
+            "ts_event": pa.array(ts, pa.int64()),
+        },
+        schema=MARKET_SCHEMA,
+    )
 
 
 def generate_quotes(
@@ -130,20 +146,17 @@ def generate_quotes(
             bid_size = (rng.poisson(vq.mean_size_lots, spec.ticks) + 1) * lot
             ask_size = (rng.poisson(vq.mean_size_lots, spec.ticks) + 1) * lot
             parts.append(
-                pa.table(
-                    {
-                        "ts": ts,
-                        "instrument": pa.array([inst.instrument] * spec.ticks, pa.string()),
-                        "venue": pa.array([vq.venue] * spec.ticks, pa.string()),
-                        "bid_price": (mid_ticks - vq.half_spread_ticks) * tick,
-                        "bid_size": bid_size.astype(np.int64),
-                        "ask_price": (mid_ticks + vq.half_spread_ticks) * tick,
-                        "ask_size": ask_size.astype(np.int64),
-                    },
-                    schema=QUOTE_SCHEMA,
+                quote_table(
+                    ts,
+                    inst.instrument,
+                    vq.venue,
+                    (mid_ticks - vq.half_spread_ticks) * tick,
+                    bid_size.astype(np.int64),
+                    (mid_ticks + vq.half_spread_ticks) * tick,
+                    ask_size.astype(np.int64),
                 )
             )
     if not parts:
-        return QUOTE_SCHEMA.empty_table()
+        return MARKET_SCHEMA.empty_table()
     table = pa.concat_tables(parts)
     return table.sort_by([("ts", "ascending"), ("instrument", "ascending"), ("venue", "ascending")])

@@ -1,0 +1,274 @@
+"""The sim loop: fast-forward equals row-by-row, event order, callbacks, determinism."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.core import EngineConfig
+from engine.journal import JournalReader
+from engine.messages import (
+    AssetClass,
+    Instrument,
+    OrderRejected,
+    OrderType,
+    QuoteTick,
+    Side,
+    Signal,
+    SignalIntent,
+    TimeInForce,
+)
+from engine.replay import replay
+from sim.market import MARKET_SCHEMA, MTYPE_BOOK, MTYPE_QUOTE, MTYPE_TRADE
+from sim.run import SimRun
+from sim.venue import VenueConfig
+
+INSTRUMENTS = tuple(
+    Instrument(
+        instrument=name,
+        asset_class=AssetClass.CRYPTO,
+        currency="USD",
+        price_precision=2,
+        size_precision=2,
+        venue_symbols={"A": name, "B": name},
+    )
+    for name in ("X", "Y")
+)
+VENUES = (VenueConfig(name="A", latency_ns=3), VenueConfig(name="B", latency_ns=7))
+KEYS = [(i.instrument, v.name) for i in INSTRUMENTS for v in VENUES]
+
+
+def market(seed: int, rows: int, kinds: tuple[int, ...] = (0, 0, 0, 0, 1, 2)) -> pa.Table:
+    """A random mixed market (quotes, trades, book levels) around a walking mid."""
+    rng = random.Random(seed)
+    mid = {k: 1_000 for k in KEYS}
+    cols: dict[str, list[object]] = {name: [] for name in MARKET_SCHEMA.names}
+    ts = 1_000
+    for _ in range(rows):
+        ts += rng.choice((0, 0, 1, 2, 5))
+        key = rng.choice(KEYS)
+        mid[key] += rng.choice((-2, -1, 0, 1, 2))
+        mtype = rng.choice(kinds)
+        row: dict[str, object] = dict.fromkeys(MARKET_SCHEMA.names)
+        row.update(ts=ts, mtype=mtype, instrument=key[0], venue=key[1], ts_event=ts - 1)
+        if mtype == MTYPE_QUOTE:
+            row.update(
+                bid_price=mid[key] - 1,
+                bid_size=rng.randint(1, 30),
+                ask_price=mid[key] + 1,
+                ask_size=rng.randint(1, 30),
+            )
+        elif mtype == MTYPE_TRADE:
+            row.update(
+                price=mid[key] + rng.choice((-1, 1)),
+                qty=rng.randint(1, 20),
+                side=rng.choice((0, 1, None)),
+            )
+        else:
+            row.update(
+                side=rng.choice((0, 1)),
+                price=mid[key] + rng.randint(-5, 5),
+                qty=rng.randint(0, 40),
+                clear=rng.random() < 0.05,
+            )
+        for name, value in row.items():
+            cols[name].append(value)
+    return pa.table(cols, schema=MARKET_SCHEMA)
+
+
+def signals(seed: int, table: pa.Table, every: int) -> list[Signal]:
+    rng = random.Random(seed + 1)
+    ts = table.column("ts").to_pylist()
+    out: list[Signal] = []
+    for n, i in enumerate(range(every, len(ts), every)):
+        common = {
+            "ts_recv": ts[i],
+            "signal_id": f"s{n}",
+            "strategy": rng.choice("pq"),
+            "account": "ACC",
+            "instrument": rng.choice("XY"),
+            "venue": rng.choice("AB"),
+        }
+        roll = rng.random()
+        if roll < 0.2 and out:
+            target = out[-1]
+            out.append(
+                Signal(
+                    **{**common, "strategy": target.strategy},  # type: ignore[arg-type]
+                    intent=SignalIntent.CANCEL,
+                    cancels=target.signal_id,
+                )
+            )
+        elif roll < 0.6:
+            out.append(
+                Signal(
+                    **common,
+                    side=rng.choice(list(Side)),
+                    qty=rng.randint(1, 50),  # type: ignore[arg-type]
+                    order_type=OrderType.LIMIT,
+                    price=1_000 + rng.randint(-4, 4),
+                    tif=rng.choice([TimeInForce.GTC, TimeInForce.IOC]),
+                )
+            )
+        else:
+            out.append(Signal(**common, side=rng.choice(list(Side)), qty=rng.randint(1, 50)))  # type: ignore[arg-type]
+    return out
+
+
+def run(tmp: Path, table: pa.Table, sigs: list[Signal], **kw: object) -> tuple[Path, SimRun]:
+    config = EngineConfig(run_id="r", instruments=INSTRUMENTS)
+    sim = SimRun(config, VENUES, tmp, **kw)  # type: ignore[arg-type]
+    result = sim.run(table.to_batches(max_chunksize=64), sigs)
+    return Path(result.run_dir), sim
+
+
+def entries(run_dir: Path) -> list[tuple[int | None, object]]:
+    return [(e.cause, e.msg) for e in JournalReader(run_dir).entries()]
+
+
+@settings(max_examples=25)
+@given(seed=st.integers(0, 2**32 - 1), every=st.sampled_from([3, 10, 40]))
+def test_run_when_fast_forwarded_then_same_entries_as_row_by_row(
+    tmp_path_factory: pytest.TempPathFactory, seed: int, every: int
+) -> None:
+    table = market(seed, 400)
+    sigs = signals(seed, table, every)
+    fast, _ = run(tmp_path_factory.mktemp("fast"), table, sigs)
+    slow, _ = run(tmp_path_factory.mktemp("slow"), table, sigs, fast=False)
+    assert entries(fast) == entries(slow)
+    result, _ = replay(fast)
+    assert result.ok, result.divergence and result.divergence.describe()
+
+
+def test_run_when_equal_times_then_market_before_signal(tmp_path: Path) -> None:
+    table = market(1, 20, kinds=(0,))
+    t5 = table.column("ts")[5].as_py()
+    sig = Signal(
+        ts_recv=t5,
+        signal_id="s",
+        strategy="p",
+        account="ACC",
+        instrument="X",
+        side=Side.BUY,
+        qty=5,
+        venue="A",
+    )
+    run_dir, _ = run(tmp_path, table, [sig])
+    got = entries(run_dir)
+    at = next(i for i, (_, m) in enumerate(got) if isinstance(m, Signal))
+    same_time = [m for _, m in got if isinstance(m, QuoteTick) and m.ts_recv == t5]
+    assert same_time and all(got.index((None, q)) < at for q in same_time)
+    later = [i for i, (_, m) in enumerate(got) if isinstance(m, QuoteTick) and m.ts_recv > t5]
+    assert all(i > at for i in later)
+
+
+def test_run_when_venue_not_simulated_then_order_rejected_not_lost(tmp_path: Path) -> None:
+    inst = Instrument(
+        instrument="Z",
+        asset_class=AssetClass.FX,
+        currency="USD",
+        price_precision=4,
+        size_precision=0,
+        venue_symbols={"GONE": "Z"},
+    )
+    config = EngineConfig(run_id="r", instruments=(inst,))
+    sim = SimRun(config, VENUES, tmp_path)
+    sig = Signal(
+        ts_recv=5, signal_id="s", strategy="p", account="ACC", instrument="Z", side=Side.BUY, qty=1
+    )
+    result = sim.run(MARKET_SCHEMA.empty_table(), [sig])
+    rejected = [m for _, m in entries(Path(result.run_dir)) if isinstance(m, OrderRejected)]
+    assert [r.reason for r in rejected] == ["venue GONE is not simulated in this run"]
+
+
+class EveryTenth:
+    """Buy at the bid on every 10th quote; cancel the previous order first."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+        self.n = 0
+
+    def on_quote(
+        self, ts: int, key: int, bid: int, bid_size: int, ask: int, ask_size: int
+    ) -> list[Signal] | None:
+        self.seen += 1
+        if self.seen % 10:
+            return None
+        self.n += 1
+        out = []
+        if self.n > 1:
+            out.append(
+                Signal(
+                    ts_recv=ts,
+                    signal_id=f"c{self.n}",
+                    strategy="p",
+                    account="ACC",
+                    instrument=KEYS[key][0],
+                    intent=SignalIntent.CANCEL,
+                    cancels=f"s{self.n - 1}",
+                )
+            )
+        out.append(
+            Signal(
+                ts_recv=ts,
+                signal_id=f"s{self.n}",
+                strategy="p",
+                account="ACC",
+                instrument=KEYS[key][0],
+                venue=KEYS[key][1],
+                side=Side.BUY,
+                qty=3,
+                order_type=OrderType.LIMIT,
+                price=bid,
+            )
+        )
+        return out
+
+
+def test_run_when_tick_strategy_then_sees_every_quote_and_same_as_row_by_row(
+    tmp_path: Path,
+) -> None:
+    table = market(3, 500)
+    quotes = int(np.sum(table.column("mtype").to_numpy() == MTYPE_QUOTE))
+    fast_strategy, slow_strategy = EveryTenth(), EveryTenth()
+    fast, sim = run(tmp_path / "f", table, [], strategy=fast_strategy)
+    slow, _ = run(tmp_path / "s", table, [], strategy=slow_strategy, fast=False)
+    assert fast_strategy.seen == slow_strategy.seen == quotes
+    assert entries(fast) == entries(slow)
+    assert sim.signals == fast_strategy.n + fast_strategy.n - 1
+
+
+def test_run_when_same_inputs_then_byte_identical_segments(tmp_path: Path) -> None:
+    table = market(9, 300)
+    sigs = signals(9, table, 7)
+    a, _ = run(tmp_path / "a", table, sigs)
+    b, _ = run(tmp_path / "b", table, sigs)
+    names = sorted(p.name for p in a.glob("*.arrow"))
+    assert names == sorted(p.name for p in b.glob("*.arrow"))
+    assert all((a / n).read_bytes() == (b / n).read_bytes() for n in names)
+
+
+def test_run_when_batch_has_wrong_schema_then_clear_error(tmp_path: Path) -> None:
+    config = EngineConfig(run_id="r", instruments=INSTRUMENTS)
+    sim = SimRun(config, VENUES, tmp_path)
+    bad = pa.table({"ts": [1], "price": [2]})
+    with pytest.raises(ValueError, match=r"schema differs from sim\.market\.MARKET_SCHEMA"):
+        sim.run(bad, [])
+
+
+def test_market_book_rows_reach_engine_book(tmp_path: Path) -> None:
+    table = market(4, 300, kinds=(MTYPE_BOOK,))
+    _, fast_sim = run(tmp_path / "f", table, [])
+    _, slow_sim = run(tmp_path / "s", table, [], fast=False)
+    for inst, venue in KEYS:
+        fb, sb = fast_sim.engine.book(inst, venue), slow_sim.engine.book(inst, venue)
+        assert (fb is None) == (sb is None)
+        if fb is not None and sb is not None:
+            assert list(fb.levels(Side.BUY)) == list(sb.levels(Side.BUY))
+            assert list(fb.levels(Side.SELL)) == list(sb.levels(Side.SELL))
