@@ -350,6 +350,7 @@ class BatchBuilder:
         for code in dict.fromkeys(kinds):
             for field in _FIELDS[code]:
                 touched[field.column] = True
+        nulls = self._full_nulls if full else _NULL_COLUMNS.get(rows)
         try:
             arrays = [
                 pa.array(range(first_seq, first_seq + rows), pa.uint64()),
@@ -358,7 +359,7 @@ class BatchBuilder:
             ]
             for j, col in enumerate(COLUMNS):
                 if not touched[j]:
-                    arrays.append(self._full_nulls[j] if full else _nulls(rows, col))
+                    arrays.append(nulls[j])
                     continue
                 values = self._cols[j] if full else self._cols[j][:rows]
                 if col.dictionary is None:
@@ -531,7 +532,7 @@ _COLUMN_INDEX: dict[str, int] = {c.name: j for j, c in enumerate(COLUMNS)}
 
 
 class _NullColumns:
-    """All-null columns of one row count, reused while batches keep that size."""
+    """All-null columns, built once at the largest size asked for and sliced."""
 
     __slots__ = ("arrays", "rows")
 
@@ -540,10 +541,13 @@ class _NullColumns:
         self.arrays: list[pa.Array] = []
 
     def get(self, rows: int) -> list[pa.Array]:
-        if rows != self.rows:
-            self.arrays = [_nulls(rows, col) for col in COLUMNS]
-            self.rows = rows
-        return self.arrays
+        """Return one all-null array per column, `rows` long (slices of cached ones)."""
+        if rows > self.rows:
+            self.rows = max(rows, 65_536)
+            self.arrays = [_nulls(self.rows, col) for col in COLUMNS]
+        if rows == self.rows:
+            return self.arrays
+        return [array.slice(0, rows) for array in self.arrays]
 
 
 _NULL_COLUMNS = _NullColumns()

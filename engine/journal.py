@@ -49,6 +49,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 import msgspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -86,6 +87,7 @@ __all__ = [
 
 FORMAT_VERSION = 1
 DEFAULT_BATCH_SIZE = 4096
+BUILDER_ROWS = 4096  # most entries the message-by-message builder holds before building
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
 FsyncPolicy = Literal["always", "batch", "none"]
 FSYNC_POLICIES: tuple[str, ...] = ("always", "batch", "none")
@@ -439,8 +441,11 @@ class JournalWriter:
         "_failed",
         "_ipc",
         "_lock",
+        "_pieces",
         "_prev",
         "_raw",
+        "_rows",
+        "_run",
         "_seal_error",
         "_sealer",
         "_segment",
@@ -484,10 +489,14 @@ class JournalWriter:
         self.segment_bytes = segment_bytes
         self.compression: Compression = compression
         self.torn: TornTail | None = None  # what a restart found and cut
-        self._builder = BatchBuilder(batch_size)
+        self._builder = BatchBuilder(min(batch_size, BUILDER_ROWS))
         self._encoders: dict[type[Message], Encoder] = self._builder.encoders
         self._seq = 0  # next seq to assign
         self._written = 0  # first seq not yet written; pending rows are _written.._seq-1
+        # The next batch, in seq order: built batches and runs of builder rows (ints).
+        self._pieces: list[pa.RecordBatch | int] = []
+        self._rows = 0  # rows in the builder
+        self._run = 0  # builder rows appended since the last piece
         self._batch_end = batch_size  # the seq that completes the pending batch
         self._prev = genesis_hash(manifest.run_id)
         self._segment = 0  # index of the open (or next) segment
@@ -578,28 +587,61 @@ class JournalWriter:
             cause is not None and (type(cause) is not int or not 0 <= cause < seq)
         ):
             raise self._refusal(msg, cause)
+        row = self._rows
         try:
-            encoder(msg, seq - self._written, cause)
+            encoder(msg, row, cause)
         except (KeyError, TypeError, ValueError) as exc:
-            self._builder.clear_row(seq - self._written)
+            self._builder.clear_row(row)
             raise message_error(msg, exc) from None
         self._seq = seq + 1
-        if seq + 1 == self._batch_end:
+        self._rows = row + 1
+        self._run += 1
+        if row + 1 == self._builder.capacity:
+            self._materialize()
+        if seq + 1 >= self._batch_end:
             self._write_batch(full=True, durable=False)
         return seq
 
     def append_columns(self, kinds: Any, columns: dict[str, Any]) -> int:
-        """Journal a run of inputs given as columns (see `codec.columns_batch`) in one
-        batch, after whatever is pending; return the first seq. No per-row Python."""
+        """Journal a run of inputs given as columns (see `codec.columns_batch`) after
+        whatever is pending; return the first seq. No per-row Python."""
         if self._failed is not None or self._closed:
             raise self._refusal(None, None)
-        if self._seq > self._written:
-            self._write_batch(full=False, durable=False)
         first = self._seq
         batch = columns_batch(first, kinds, columns)
+        if self._run:
+            self._pieces.append(self._run)
+            self._run = 0
+        self._pieces.append(batch)
         self._seq = first + batch.num_rows
-        self._write_batch(full=True, durable=False, ready=batch)
+        if self._seq >= self._batch_end:
+            self._write_batch(full=True, durable=False)
         return first
+
+    def _materialize(self) -> None:
+        """Build the builder's rows once and put slices of them, with their seqs, in
+        place of the runs in `_pieces` (runs of rows sit between bulk batches)."""
+        if self._run:
+            self._pieces.append(self._run)
+            self._run = 0
+        if not self._rows:
+            return
+        try:
+            built = self._builder.build(0, self._rows)
+        except BaseException as exc:
+            self._fail(exc)
+            raise
+        self._rows = 0
+        seq, offset = self._written, 0
+        for i, piece in enumerate(self._pieces):
+            if isinstance(piece, int):
+                part = built.slice(offset, piece)
+                seqs = pa.array(np.arange(seq, seq + piece, dtype=np.uint64))
+                self._pieces[i] = part.set_column(0, SCHEMA.field(0), seqs)
+                offset += piece
+                seq += piece
+            else:
+                seq += piece.num_rows
 
     def _refusal(self, msg: object, cause: object) -> Exception:
         if self._failed is not None:
@@ -656,15 +698,16 @@ class JournalWriter:
         if self._failed is None:
             self.close()
 
-    def _write_batch(
-        self, *, full: bool, durable: bool, ready: pa.RecordBatch | None = None
-    ) -> None:
+    def _write_batch(self, *, full: bool, durable: bool) -> None:
+        """Write everything pending (staged chunks and builder rows) as one batch."""
         first = self._written
         rows = self._seq - first
+        self._materialize()
+        pieces, self._pieces = self._pieces, []
         try:
             if self._seal_error is not None:
                 self._join_sealer()
-            batch = self._builder.build(first, rows) if ready is None else ready
+            batch = pieces[0] if len(pieces) == 1 else pa.concat_batches(pieces)
             digest = _batch_hash(self._prev, batch)
             meta = {
                 _FIRST_SEQ: str(first).encode(),

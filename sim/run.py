@@ -61,6 +61,7 @@ from sim.market import MARKET_SCHEMA, MTYPE_BOOK, MTYPE_QUOTE, MTYPE_TRADE, NULL
 from sim.venue import SimVenue, VenueConfig
 
 PRIO_VENUE, PRIO_MARKET, PRIO_SIGNAL, PRIO_TIMER = 0, 1, 2, 3
+SIM_BATCH_ROWS = 65_536  # journal batch size of sim runs: market data comes in bulk
 _KIND_OF_MTYPE = np.array(
     [KIND_CODE[QuoteTick], KIND_CODE[TradeTick], KIND_CODE[BookDelta]], dtype=np.int8
 )
@@ -122,7 +123,13 @@ class SimRun:
         self.venues = {v.name: SimVenue(v, config.instruments) for v in venues}
         self._venue_list = list(self.venues.values())
         manifest = new_manifest(config, mode=mode, sim={"venues": msgspec.to_builtins(venues)})
-        self.journal = JournalWriter(journal_root, manifest, fsync=fsync, compression=compression)
+        self.journal = JournalWriter(
+            journal_root,
+            manifest,
+            fsync=fsync,
+            compression=compression,
+            batch_size=SIM_BATCH_ROWS,
+        )
         self.runner = Runner(self.engine, self.journal, self._dispatch)
         self.strategy = strategy
         self.fast = fast
