@@ -580,7 +580,12 @@ def columns_batch(first_seq: int, kinds: Any, columns: dict[str, Any]) -> pa.Rec
             )
         else:
             indices = values if isinstance(values, pa.Array) else pa.array(values, pa.int8())
-            arrays[j] = pa.DictionaryArray.from_arrays(indices.cast(pa.int8()), col.dictionary)
+            indices = indices.cast(pa.int8())
+            if indices.null_count:  # Arrow allows any value under a null; Polars wants a key
+                missing = pc.is_null(indices).to_numpy(zero_copy_only=False)
+                keys = pc.fill_null(indices, 0).to_numpy()
+                indices = pa.array(keys, pa.int8(), mask=missing)
+            arrays[j] = pa.DictionaryArray.from_arrays(indices, col.dictionary)
     head = [
         pa.array(np.arange(first_seq, first_seq + rows, dtype=np.uint64)),
         pa.nulls(rows, pa.uint64()),

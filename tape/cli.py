@@ -128,8 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     from tape.demo import add_demo_parser
+    from tape.sim_cmd import add_sim_parser
 
     add_demo_parser(sub, common)
+    add_sim_parser(sub, common)
 
     p = sub.add_parser(
         "replay", parents=[common], help="replay a run's journal through a fresh engine"
@@ -161,7 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args, out)
     except UsageError as exc:
-        Console(stderr=True, highlight=False).print(f"tape: error: {exc}", markup=False)
+        Console(stderr=True, highlight=False, soft_wrap=True).print(
+            f"tape: error: {exc}", markup=False
+        )
         return 2
     return code
 

@@ -79,3 +79,28 @@ def test_append_columns_when_unknown_column_or_wrong_length_then_clear_error(
             w.append_columns(kinds, {"bid": [1]})
         with pytest.raises(CodecError, match="column 'venue' has 2 rows, not 1"):
             w.append_columns(kinds, {"venue": ["V", "W"]})
+
+
+def test_append_columns_when_null_enum_has_garbage_key_then_polars_reads_it(
+    tmp_path: Path,
+) -> None:
+    import polars as pl
+
+    kinds = np.array([KIND_CODE[TradeTick]] * 2, dtype=np.int8)
+    aggressor = pa.Array.from_buffers(
+        pa.int8(), 2, [pa.array([True, False]).buffers()[1], pa.py_buffer(bytes([1, 255]))]
+    )  # row 1 is null with -1 under the mask: legal Arrow
+    with JournalWriter(tmp_path, manifest()) as w:
+        w.append_columns(
+            kinds,
+            {
+                "ts_recv": [1, 2],
+                "instrument": ["X"] * 2,
+                "venue": ["V"] * 2,
+                "price": [10, 11],
+                "qty": [1, 2],
+                "aggressor": aggressor,
+            },
+        )
+    frame = pl.read_ipc(next((tmp_path / "bulk").glob("*.arrow")))
+    assert frame["aggressor"].to_list() == ["SELL", None]
