@@ -322,6 +322,11 @@ def measure_append(
 
 def measure_replay(ticks: int, every: int, repeats: int) -> dict[str, Any]:
     """Journal a demo sim run, then time replay-verify of it `repeats` times."""
+    import sys
+
+    here = Path(__file__).resolve().parent  # bench/sim.py would shadow the sim package
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
+    sys.modules.pop("sim", None)
     from engine.core import EngineConfig
     from engine.replay import replay
     from sim.run import SimRun
