@@ -23,11 +23,27 @@ Invariants (DESIGN.md, "The one rule"):
   volatility estimate, say) must keep a bulk form of itself and change that test.
 - A CANCEL signal cancels the open orders of the signal it names (allowed while halted,
   as it only reduces risk), or is denied saying why nothing was sent.
+- Every other signal runs the gauntlet of engine/risk.py (schema, business, market state)
+  and ends as orders sent, a `SignalRejected` naming the check, a hold for review (an
+  `Alert`), or a wait in a tripped venue's breaker queue (an `Alert`). Orders approved
+  later (slices, breaker releases, reviews, retries) pass the limit checks again when
+  they go, so no order ever takes a scope past a limit.
+- Nothing new is sent while a scope the order falls in is HALTED, or to a venue that is
+  disconnected or still reconciling after a reconnect; REDUCING lets through only orders
+  that bring their strategy's position (with its working orders) toward zero.
+- Every order change (sent, filled, canceled, rejected, expired, replaced) goes through
+  `_track`, which keeps the worst-case aggregates of engine/risk.py exact.
+- Timers are the only way time acts: ack timeouts, retries with backoff, partial-fill
+  and chase policies, stale-order alerts, slices, breaker checks and the periodic risk
+  check (armed only when a loss or notional limit exists) are `ScheduleTimer` effects
+  that come back as `TimerFired` inputs.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Mapping
+from itertools import islice
 from typing import Any, NamedTuple
 
 import msgspec
@@ -53,10 +69,15 @@ from engine.messages import (
     OrderStatus,
     OrderStatusReport,
     OrderType,
+    PositionAdjusted,
     PositionReport,
     QuoteTick,
+    ReplaceOrder,
     ReplaceRejected,
+    ReportsDone,
+    RequestReports,
     Resume,
+    ReviewDecision,
     ScheduleTimer,
     Severity,
     Side,
@@ -67,6 +88,7 @@ from engine.messages import (
     TimeInForce,
     TimerFired,
     TradeTick,
+    TradingState,
     VenueConnected,
     VenueDisconnected,
     VenueEvent,
@@ -80,9 +102,49 @@ from engine.orders import (
     OrderEvent,
 )
 from engine.positions import PositionBook
+from engine.risk import (
+    LIMIT_NAMES,
+    Aggregate,
+    Breaker,
+    Limits,
+    Money,
+    QtyBook,
+    RateWindow,
+    RiskConfig,
+    StateBoard,
+    collar_denial,
+    config_problem,
+    impact_bps,
+    mid_of,
+    quote_denial,
+    schema_denial,
+    scope_of,
+    venue_rules_denial,
+)
 
 ACK_TIMEOUT = "ack_timeout"
-KNOWN_LIMITS = ("max_order_qty",)
+RETRY = "retry"
+PARTIAL_TIMEOUT = "partial_timeout"
+CHASE = "chase"
+STALE_ORDER = "stale_order"
+SLICE = "slice"
+BREAKER = "breaker"
+RISK_CHECK = "risk_check"
+RECON_TIMEOUT = "recon_timeout"
+TIMER_PURPOSES = (
+    ACK_TIMEOUT,
+    RETRY,
+    PARTIAL_TIMEOUT,
+    CHASE,
+    STALE_ORDER,
+    SLICE,
+    BREAKER,
+    RISK_CHECK,
+    RECON_TIMEOUT,
+)
+KNOWN_LIMITS = LIMIT_NAMES
+RECON_STRATEGY = "_recon"  # the strategy reconciliation adjustments are booked to
+NS_PER_DAY = 86_400_000_000_000
 
 _NEEDS_PRICE = frozenset({OrderType.LIMIT, OrderType.STOP_LIMIT})
 _NEEDS_STOP = frozenset({OrderType.STOP, OrderType.STOP_LIMIT})
@@ -95,6 +157,11 @@ _EVENT_OF: dict[type[Message], OrderEvent] = {
     ReplaceRejected: OrderEvent.REPLACE_REJECTED,
     OrderExpired: OrderEvent.EXPIRED,
 }
+_FINAL_EVENT: dict[OrderStatus, OrderEvent] = {
+    OrderStatus.CANCELED: OrderEvent.CANCELED,
+    OrderStatus.EXPIRED: OrderEvent.EXPIRED,
+    OrderStatus.REJECTED: OrderEvent.REJECTED,
+}
 
 
 class EngineConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -106,10 +173,11 @@ class EngineConfig(msgspec.Struct, frozen=True, kw_only=True):
     max_order_qty: dict[str, int] = {}  # instrument (or "*" for the rest) -> max size units
     default_venue: dict[str, str] = {}  # instrument -> venue; else its first venue_symbols key
     ack_timeout_ns: int = 5_000_000_000
+    risk: RiskConfig = RiskConfig()
 
 
 class _Plan(NamedTuple):
-    """An order a signal asks for, checked and normalised."""
+    """An order a signal asks for, checked and normalised; `child_qty` slices it."""
 
     instrument: str
     venue: str
@@ -117,35 +185,74 @@ class _Plan(NamedTuple):
     qty: int
     price: int | None
     stop_price: int | None
+    child_qty: int | None = None  # send in slices of this size (liquidity), None: at once
+    hold: str | None = None  # why the order waits for an operator's review
+
+
+class _Slicing(NamedTuple):
+    """The rest of a sliced parent order, sent one child per timer."""
+
+    sig: Signal
+    plan: _Plan
+    left: int
+    sent: int
 
 
 class Engine:
     """The pure core: `handle` one input, get its effects."""
 
     __slots__ = (
+        "_aggregates",
         "_anomalies",
+        "_attempts",
         "_books",
+        "_breaker_timers",
+        "_breakers",
+        "_chases",
         "_config",
+        "_day",
         "_disconnected",
         "_duplicate_fills",
-        "_halt",
+        "_exposure_groups",
         "_handlers",
+        "_held",
         "_ids",
         "_instruments",
+        "_limits",
+        "_money",
         "_open",
         "_orders",
         "_orders_by_signal",
+        "_peak",
         "_positions",
         "_qty_overrides",
+        "_qtys",
         "_quotes",
+        "_rates",
+        "_reconciling",
+        "_retries",
+        "_risk",
+        "_risk_timer",
         "_signal_ids",
+        "_signals",
+        "_slices",
+        "_states",
         "_trades",
+        "_venue_positions",
+        "_vol",
+        "_vol_pause",
+        "_watch_pnl",
         "_working",
     )
 
     def __init__(self, config: EngineConfig) -> None:
         self._config = config
         self._ids = IdGenerator(config.run_id)
+        problem = config_problem(config.risk)
+        if problem is not None:
+            raise ValueError(f"EngineConfig.{problem}")
+        self._risk = config.risk
+        self._money = Money(config.risk)
         self._instruments: dict[str, Instrument] = {}
         for inst in config.instruments:
             problem = instrument_problem(inst)
@@ -154,18 +261,40 @@ class Engine:
             if inst.instrument in self._instruments:
                 raise ValueError(f"EngineConfig.instruments: {inst.instrument} listed twice")
             self._instruments[inst.instrument] = inst
+            self._money.set_instrument(inst)
         self._orders: dict[str, Order] = {}
         self._open: dict[str, Order] = {}  # the orders not yet final, in creation order
         self._working: dict[tuple[str, str, str], dict[str, Order]] = {}  # open, by strategy
         self._positions = PositionBook()
+        self._venue_positions: dict[tuple[str, str, str], int] = {}  # venue, account, inst
         self._signal_ids: set[str] = set()
+        self._signals: dict[str, Signal] = {}  # the signal of each order sent, by signal_id
         self._orders_by_signal: dict[str, list[Order]] = {}
         self._quotes: dict[tuple[str, str], QuoteTick] = {}
         self._trades: dict[tuple[str, str], TradeTick] = {}
         self._books: dict[tuple[str, str], Book] = {}
-        self._halt: KillSwitch | None = None
+        self._states = StateBoard()
         self._qty_overrides: dict[str, LimitOverride] = {}
+        self._limits = Limits(config.risk.limits)
         self._disconnected: dict[str, VenueDisconnected] = {}
+        self._reconciling: dict[str, int] = {}  # venue -> ts of the reconnect
+        self._rates = RateWindow(config.risk.limits.rate_window_ns)
+        self._aggregates: dict[str, Aggregate] = {}
+        self._exposure_groups = tuple(k for k in config.risk.limits.exposure if k != "portfolio")
+        self._qtys = QtyBook()
+        self._breakers: dict[str, Breaker] = {}
+        self._breaker_timers: dict[str, str] = {}  # timer id -> venue
+        self._held: dict[str, tuple[Signal, _Plan]] = {}
+        self._slices: dict[str, _Slicing] = {}  # timer id -> the rest of a sliced order
+        self._retries: dict[str, Order] = {}  # timer id -> the rejected order to retry
+        self._attempts: dict[str, int] = {}  # signal id -> retries so far
+        self._chases: dict[str, int] = {}  # order id -> replaces sent by the chase policy
+        self._vol: dict[tuple[str, str], deque[tuple[int, int]]] = {}
+        self._vol_pause: dict[tuple[str, str], int] = {}  # paused until
+        self._risk_timer: str | None = None
+        self._watch_pnl = _has_pnl_limits(config.risk)
+        self._day: dict[str, tuple[int, int]] = {}  # scope -> (day, P&L at its start)
+        self._peak: dict[str, int] = {}  # scope -> highest P&L seen
         self._duplicate_fills = 0
         self._anomalies = 0
         self._handlers: dict[type[Message], Callable[[Any], list[Message]]] = {
@@ -185,8 +314,10 @@ class Engine:
             KillSwitch: self._on_kill_switch,
             Resume: self._on_resume,
             LimitOverride: self._on_limit_override,
+            ReviewDecision: self._on_review,
             VenueConnected: self._on_venue_connected,
             VenueDisconnected: self._on_venue_disconnected,
+            ReportsDone: self._on_reports_done,
             OrderStatusReport: self._on_status_report,
             PositionReport: self._on_position_report,
             Instrument: self._on_instrument,
@@ -228,8 +359,16 @@ class Engine:
 
     @property
     def halted(self) -> bool:
-        """Say whether a kill switch is in force."""
-        return self._halt is not None
+        """Say whether the whole firm is halted."""
+        return self._states.get("*") is TradingState.HALTED
+
+    def trading_state(self, scope: str = "*") -> TradingState:
+        """Return one scope's own trading state ("*", "account:A", "strategy:S", ...)."""
+        return self._states.get(scope)
+
+    def trading_states(self) -> list[tuple[str, TradingState, str]]:
+        """Return every scope that is not ACTIVE, with why, sorted by scope."""
+        return self._states.items()
 
     @property
     def duplicate_fills(self) -> int:
@@ -240,6 +379,54 @@ class Engine:
     def anomalies(self) -> int:
         """Return how many venue events contradicted the state or named unknown orders."""
         return self._anomalies
+
+    @property
+    def limits(self) -> Limits:
+        """Return the limits with their operator overrides."""
+        return self._limits
+
+    @property
+    def qty_overrides(self) -> Mapping[str, LimitOverride]:
+        """Return the operator overrides of max_order_qty, by scope."""
+        return self._qty_overrides
+
+    @property
+    def money(self) -> Money:
+        """Return the money converter of the risk config."""
+        return self._money
+
+    def aggregates(self) -> Mapping[str, Aggregate]:
+        """Return the worst-case money aggregates, by scope ("*", "account:A", ...)."""
+        return self._aggregates
+
+    def account_qty(self, account: str, instrument: str) -> tuple[int, int, int]:
+        """Return an account's (position, working buys, working sells) in an instrument."""
+        return self._qtys.net(account, instrument)
+
+    def account_instruments(self) -> list[tuple[str, str]]:
+        """Return every (account, instrument) with a position or an order, first seen first."""
+        return self._qtys.keys()
+
+    def order_rate(self, key: str, now: int) -> int:
+        """Return orders sent in the rate window ending at `now` for a rate key."""
+        return self._rates.count(key, now)
+
+    def venue_position(self, venue: str, account: str, instrument: str) -> int:
+        """Return the signed quantity an account holds in an instrument through one venue."""
+        return self._venue_positions.get((venue, account, instrument), 0)
+
+    def held_signals(self) -> list[str]:
+        """Return the signal ids waiting for an operator's review, in arrival order."""
+        return list(self._held)
+
+    def breaker_open(self, venue: str) -> bool:
+        """Say whether a venue's circuit breaker is open."""
+        breaker = self._breakers.get(venue)
+        return breaker is not None and breaker.open_since is not None
+
+    def reconciling(self, venue: str) -> bool:
+        """Say whether a venue is reconciling after a reconnect (no new orders yet)."""
+        return venue in self._reconciling
 
     def last_quote(self, instrument: str, venue: str) -> QuoteTick | None:
         """Return the last quote seen for an instrument on a venue."""
@@ -263,6 +450,23 @@ class Engine:
             return (quote.bid_price + quote.ask_price) // 2
         trade = self._trades.get((instrument, venue))
         return None if trade is None else trade.price
+
+    def pnl(self, scope: str) -> int:
+        """Return a scope's P&L in money units: realised - fees + unrealised at marks."""
+        level, name = scope_of(scope)
+        total = 0
+        for (account, strategy, instrument), pos in self._positions.strategy_positions():
+            if (level == "account" and account != name) or (
+                level == "strategy" and strategy != name
+            ):
+                continue
+            amount = pos.realised - pos.fees
+            if pos.qty:
+                mark = self.mark_price(instrument)
+                if mark is not None:
+                    amount += pos.unrealised(mark)
+            total += self._money.notional_to_money(instrument, amount)
+        return total
 
     # --- market data ------------------------------------------------------------------
 
@@ -292,6 +496,45 @@ class Engine:
             return []
         if isinstance(plan, Denial):
             return [self._signal_rejected(sig, plan)]
+        if plan.hold is not None:
+            self._held[sig.signal_id] = (sig, plan)
+            return [
+                Alert(
+                    ts_recv=sig.ts_recv,
+                    severity=Severity.WARNING,
+                    code="HELD_FOR_REVIEW",
+                    text=f"signal {sig.signal_id} ({plan.side.value} {plan.qty} "
+                    f"{plan.instrument} on {plan.venue}) held for review: {plan.hold}",
+                    instrument=plan.instrument,
+                    venue=plan.venue,
+                )
+            ]
+        return self._send_or_queue(sig, plan)
+
+    def _send_or_queue(self, sig: Signal, plan: _Plan) -> list[Message]:
+        """Send an approved plan, or queue it while its venue's breaker is open."""
+        breaker = self._breakers.get(plan.venue)
+        if breaker is not None and breaker.open_since is not None:
+            breaker.queue.append((sig.ts_recv, sig))
+            return [
+                Alert(
+                    ts_recv=sig.ts_recv,
+                    severity=Severity.WARNING,
+                    code="ORDER_QUEUED",
+                    text=f"signal {sig.signal_id} queued: circuit breaker of {plan.venue} open "
+                    f"since ts {breaker.open_since}",
+                    instrument=plan.instrument,
+                    venue=plan.venue,
+                )
+            ]
+        if plan.child_qty is None or plan.child_qty >= plan.qty:
+            return self._submit_plan(sig, plan, plan.qty)
+        first = self._submit_plan(sig, plan, plan.child_qty)
+        timer = self._timer(sig.ts_recv, self._risk.market.slice_interval_ns, SLICE, None)
+        self._slices[timer.timer_id] = _Slicing(sig, plan, plan.qty - plan.child_qty, 1)
+        return [*first, timer]
+
+    def _submit_plan(self, sig: Signal, plan: _Plan, qty: int) -> list[Message]:
         return self._submit(
             SubmitOrder(
                 ts_recv=sig.ts_recv,
@@ -301,13 +544,14 @@ class Engine:
                 account=sig.account,
                 strategy=sig.strategy,
                 side=plan.side,
-                qty=plan.qty,
+                qty=qty,
                 order_type=sig.order_type,
                 price=plan.price,
                 stop_price=plan.stop_price,
                 tif=sig.tif,
                 signal_id=sig.signal_id,
-            )
+            ),
+            sig,
         )
 
     def _on_cancel_signal(self, sig: Signal) -> list[Message]:
@@ -323,6 +567,7 @@ class Engine:
             cancel = self._request_cancel(order, now)
             if cancel is not None:
                 effects.append(cancel)
+        self._drop_slices(sig.cancels or "")
         if not effects:
             denial = Denial(
                 code="nothing_to_cancel",
@@ -331,6 +576,11 @@ class Engine:
             )
             return [self._signal_rejected(sig, denial)]
         return effects
+
+    def _drop_slices(self, signal_id: str) -> None:
+        for timer_id, slicing in list(self._slices.items()):
+            if slicing.sig.signal_id == signal_id:
+                del self._slices[timer_id]
 
     def _cancel_target_denial(self, sig: Signal) -> Denial | None:
         """Say why a CANCEL signal cannot act on its target, or None."""
@@ -387,18 +637,25 @@ class Engine:
             venue_order_id=order.venue_order_id,
         )
 
+    # --- the gauntlet -------------------------------------------------------------------
+
     def _plan(self, sig: Signal) -> _Plan | Denial | None:
-        """Check a signal and work out its order; None when a target is already met."""
+        """Run the gauntlet; return the order to send, a denial, or None (target met)."""
         sid = sig.signal_id
         denial = self._duplicate(sig)
         if denial is not None:
             return denial
-        if self._halt is not None:
-            halt = self._halt
+        # Stage 1: schema.
+        denial = schema_denial(sig)
+        if denial is not None:
+            return denial
+        now = sig.ts_recv
+        # Stage 2: business rules.
+        state, scope, why = self._states.effective(sig.account, sig.strategy, sig.instrument)
+        if state is TradingState.HALTED:
             return Denial(
                 code="halted",
-                reason=f"trading halted by {halt.operator} at ts {halt.ts_recv} "
-                f"({halt.reason}): signal {sid} denied",
+                reason=f"trading halted for {_scope_text(scope)} ({why}): signal {sid} denied",
             )
         name = sig.instrument
         inst = self._instruments.get(name)
@@ -407,6 +664,12 @@ class Engine:
             return Denial(
                 code="unknown_instrument",
                 reason=f"instrument {name!r} unknown: expected one of {known}",
+            )
+        if not inst.approved:
+            return Denial(
+                code="not_approved",
+                reason=f"instrument {name} is not approved for trading in reference data "
+                f"version {inst.version}",
             )
         venue = sig.venue if sig.venue is not None else self._default_venue(name)
         if venue is None:
@@ -427,6 +690,18 @@ class Engine:
                 code="venue_disconnected",
                 reason=f"venue {venue} disconnected since ts {down.ts_recv} ({down.reason})",
             )
+        since = self._reconciling.get(venue)
+        if since is not None:
+            return Denial(
+                code="venue_reconciling",
+                reason=f"venue {venue} reconnected at ts {since} and is reconciling orders "
+                "and positions: no new order until its reports are in",
+            )
+        denial = venue_rules_denial(
+            self._risk.venues.get(venue), venue, name, sig.order_type, sig.tif
+        )
+        if denial is not None:
+            return denial
         denial = _price_fields_denial(sig)
         if denial is not None:
             return denial
@@ -434,15 +709,20 @@ class Engine:
         if wanted is None or isinstance(wanted, Denial):
             return wanted
         side, qty = wanted
-        limit = self._max_order_qty(name, sig.ts_recv)
+        if state is TradingState.REDUCING:
+            denial = self._reducing_denial(sig, side, qty, scope, why)
+            if denial is not None:
+                return denial
+        limit = self._max_order_qty(name, now)
         if limit is not None and qty > limit[0]:
-            _, scope, override = limit
+            _, lscope, override = limit
             source = "config" if override is None else f"override by {override.operator}"
             return Denial(
                 code="max_order_qty",
                 reason=f"qty {qty} above max_order_qty {limit[0]} for {name} "
-                f"({source} for scope {scope!r})",
+                f"({source} for scope {lscope!r})",
             )
+        quote = self._quotes.get((name, venue))
         normalised = normalise_order(
             inst,
             side=side,
@@ -450,12 +730,299 @@ class Engine:
             price=sig.price,
             stop_price=sig.stop_price,
             signal_price=sig.signal_price,
-            quote=self._quotes.get((name, venue)),
+            quote=quote,
         )
         if isinstance(normalised, Denial):
             return normalised
         qty, price, stop_price = normalised
-        return _Plan(name, venue, side, qty, price, stop_price)
+        plan = _Plan(name, venue, side, qty, price, stop_price)
+        denial = self._limit_denial(sig, plan, qty)
+        if denial is not None:
+            return denial
+        # Stage 3: market state.
+        return self._market_stage(sig, plan, quote)
+
+    def _reducing_denial(
+        self, sig: Signal, side: Side, qty: int, scope: str, why: str
+    ) -> Denial | None:
+        """Deny an order that would not bring its strategy's exposure toward zero."""
+        pos = self._positions.strategy_qty(sig.account, sig.strategy, sig.instrument)
+        pending = 0  # working orders already reducing the same position
+        for order in self._working.get((sig.account, sig.strategy, sig.instrument), {}).values():
+            if (order.side is Side.SELL) == (pos > 0):
+                pending += order.leaves_qty
+        room = abs(pos) - pending
+        reduces = pos != 0 and (side is Side.SELL) == (pos > 0) and qty <= room
+        if reduces:
+            return None
+        return Denial(
+            code="reducing_only",
+            reason=f"{_scope_text(scope)} is REDUCING ({why}): {side.value} {qty} "
+            f"{sig.instrument} does not reduce position {pos} of {sig.account}/{sig.strategy} "
+            f"(room {max(room, 0)} after working orders)",
+        )
+
+    def _reference_price(self, sig: Signal, plan: _Plan) -> int | None:
+        if plan.price is not None:
+            return plan.price
+        if sig.signal_price is not None:
+            return sig.signal_price
+        quote = self._quotes.get((plan.instrument, plan.venue))
+        if quote is not None:
+            far = quote.ask_price if plan.side is Side.BUY else quote.bid_price
+            if far is not None:
+                return far
+        return self.mark_price(plan.instrument, plan.venue)
+
+    def _limit_denial(self, sig: Signal, plan: _Plan, qty: int) -> Denial | None:
+        """Check the order-size, position, exposure and rate limits for `qty` of a plan."""
+        now = sig.ts_recv
+        account, strategy, name = sig.account, sig.strategy, plan.instrument
+        limits = self._limits
+        scopes = (("firm", "*"), ("account", account), ("strategy", strategy))
+        # Quantity limits: the instrument's own value, tightened by the firm default.
+        for limit in ("max_order_qty", "max_net_qty", "max_gross_qty"):
+            value, source = limits.value("instrument", name, limit, now)
+            firm, firm_source = limits.value("firm", "*", limit, now)
+            if firm is not None and (value is None or firm < value):
+                value, source = firm, f"{firm_source} at the firm"
+            if value is None:
+                continue
+            if limit == "max_order_qty":
+                used = qty
+            elif limit == "max_net_qty":
+                used = self._qtys.net_worst(account, name, plan.side, qty)
+            else:
+                used = self._qtys.gross_worst(account, strategy, name, plan.side, qty)
+            if used > value:
+                what = {
+                    "max_order_qty": f"order qty {qty}",
+                    "max_net_qty": f"net position of {account} with working orders and this "
+                    f"order would reach {used}",
+                    "max_gross_qty": f"gross position of {account} over its strategies with "
+                    f"working orders and this order would reach {used}",
+                }[limit]
+                return Denial(
+                    code=limit,
+                    reason=f"{what}: above {limit} {value} for {name} ({source})",
+                )
+        ref = self._reference_price(sig, plan)
+        # Money limits: order notional (tightest scope), then the aggregates.
+        order_limit: tuple[int, str] | None = None
+        for level, key in (*scopes, ("instrument", name)):
+            value, source = limits.value(level, key, "max_order_notional", now)
+            if value is not None and (order_limit is None or value < order_limit[0]):
+                order_limit = (value, f"{source} for {_scope_text(_scope_key(level, key))}")
+        needs_money = order_limit is not None or self._has_money_limits(account, strategy, now)
+        if needs_money:
+            if ref is None:
+                return Denial(
+                    code="no_reference_price",
+                    reason=f"cannot value {plan.side.value} {qty} {name} for the notional "
+                    "limits: expected a limit price, a signal_price or a quote, got none",
+                )
+            if not self._money.convertible(name):
+                inst = self._instruments[name]
+                return Denial(
+                    code="no_fx_rate",
+                    reason=f"{name} is priced in {inst.currency}: expected a rate to "
+                    f"{self._money.base} in risk.fx_rates",
+                )
+        if order_limit is not None and ref is not None:
+            value = abs(self._money.of(name, ref, qty))
+            if value > order_limit[0]:
+                return Denial(
+                    code="max_order_notional",
+                    reason=f"order notional {value} ({qty} {name} at {ref}) above "
+                    f"max_order_notional {order_limit[0]} ({order_limit[1]})",
+                )
+        if needs_money and ref is not None:
+            for level, key in scopes:
+                denial = self._aggregate_denial(level, key, name, plan.side, qty, ref, now)
+                if denial is not None:
+                    return denial
+            inst = self._instruments[name]
+            exposure = self._risk.limits.exposure
+            for group in self._groups_of(inst):
+                cap = exposure.get(group)
+                if cap is None:
+                    continue
+                agg = self._aggregate(group)
+                _, _, gross = agg.with_order(self._money, name, plan.side, qty, ref)
+                if gross > cap:
+                    return Denial(
+                        code="exposure",
+                        reason=f"gross exposure of {group} would be {gross} with this order "
+                        f"(working orders included): above its limit {cap}",
+                    )
+        # Order rates.
+        for level, key in (*scopes, ("venue", plan.venue)):
+            value, source = limits.value(level, key, "max_orders_per_window", now)
+            if value is None:
+                continue
+            rate_key = _scope_key(level, key)
+            count = self._rates.count(rate_key, now)
+            if count >= value:
+                window_s = self._risk.limits.rate_window_ns / 1e9
+                return Denial(
+                    code="order_rate",
+                    reason=f"{_scope_text(rate_key)} sent {count} orders in the last "
+                    f"{window_s:g} s: max_orders_per_window {value} ({source})",
+                )
+        return None
+
+    def _has_money_limits(self, account: str, strategy: str, now: int) -> bool:
+        if self._risk.limits.exposure:
+            return True
+        for level, key in (("firm", "*"), ("account", account), ("strategy", strategy)):
+            for limit in ("max_net_notional", "max_gross_notional"):
+                if self._limits.value(level, key, limit, now)[0] is not None:
+                    return True
+        return False
+
+    def _aggregate_denial(
+        self, level: str, key: str, name: str, side: Side, qty: int, ref: int, now: int
+    ) -> Denial | None:
+        net_limit, net_source = self._limits.value(level, key, "max_net_notional", now)
+        gross_limit, gross_source = self._limits.value(level, key, "max_gross_notional", now)
+        if net_limit is None and gross_limit is None:
+            return None
+        scope = _scope_key(level, key)
+        long, short, gross = self._aggregate(scope).with_order(self._money, name, side, qty, ref)
+        net = max(abs(long), abs(short))
+        if net_limit is not None and net > net_limit:
+            return Denial(
+                code="max_net_notional",
+                reason=f"net notional of {_scope_text(scope)} would be {net} with working "
+                f"orders and this order: above max_net_notional {net_limit} ({net_source})",
+            )
+        if gross_limit is not None and gross > gross_limit:
+            return Denial(
+                code="max_gross_notional",
+                reason=f"gross notional of {_scope_text(scope)} would be {gross} with working "
+                f"orders and this order: above max_gross_notional {gross_limit} "
+                f"({gross_source})",
+            )
+        return None
+
+    def _groups_of(self, inst: Instrument) -> tuple[str, ...]:
+        groups = ["portfolio"] if "portfolio" in self._risk.limits.exposure else []
+        for group in self._exposure_groups:
+            kind, _, value = group.partition(":")
+            have = {
+                "asset_class": inst.asset_class.value,
+                "sector": inst.sector,
+                "country": inst.country,
+            }.get(kind)
+            if have == value:
+                groups.append(group)
+        return tuple(groups)
+
+    def _aggregate(self, scope: str) -> Aggregate:
+        agg = self._aggregates.get(scope)
+        if agg is None:
+            agg = self._aggregates[scope] = Aggregate()
+        return agg
+
+    def _market_stage(self, sig: Signal, plan: _Plan, quote: QuoteTick | None) -> _Plan | Denial:
+        """Stage 3: quote, collar, volatility and liquidity checks; may slice or hold."""
+        cfg = self._risk.market
+        now = sig.ts_recv
+        name, venue = plan.instrument, plan.venue
+        denial = quote_denial(cfg, quote, name, venue, now)
+        if denial is not None:
+            return denial
+        mid = mid_of(quote)
+        price = plan.price if plan.price is not None else sig.signal_price
+        denial = collar_denial(cfg, plan.side, price, mid, name)
+        if denial is not None:
+            return denial
+        if cfg.vol_pause_bps is not None and mid is not None:
+            denial = self._volatility_denial(name, venue, mid, now)
+            if denial is not None:
+                return denial
+        return self._liquidity(sig, plan, mid, quote)
+
+    def _volatility_denial(self, name: str, venue: str, mid: int, now: int) -> Denial | None:
+        """Pause after the mid moved too far within the window (sampled at signals)."""
+        cfg = self._risk.market
+        assert cfg.vol_pause_bps is not None
+        key = (name, venue)
+        samples = self._vol.get(key)
+        if samples is None:
+            samples = self._vol[key] = deque()
+        horizon = now - cfg.vol_window_ns
+        while samples and samples[0][0] < horizon:
+            samples.popleft()
+        samples.append((now, mid))
+        paused = self._vol_pause.get(key, 0)
+        for ts, old in samples:
+            if old > 0 and abs(mid - old) * 10_000 // old > cfg.vol_pause_bps:
+                paused = max(paused, now + cfg.vol_pause_ns)
+                self._vol_pause[key] = paused
+                moved = abs(mid - old) * 10_000 // old
+                return Denial(
+                    code="volatility_pause",
+                    reason=f"{name} on {venue} moved {moved} bps ({old} -> {mid}) within "
+                    f"{(now - ts) // 1_000_000} ms: trading paused until ts {paused}",
+                )
+        if now < paused:
+            return Denial(
+                code="volatility_pause",
+                reason=f"{name} on {venue} is in a volatility pause until ts {paused}",
+            )
+        return None
+
+    def _liquidity(
+        self, sig: Signal, plan: _Plan, mid: int | None, quote: QuoteTick | None
+    ) -> _Plan | Denial:
+        """Compare size with ADV and with the book; slice or hold an order too big."""
+        cfg = self._risk.market
+        name = plan.instrument
+        qty = plan.qty
+        too_big: list[str] = []
+        cap = qty
+        adv = cfg.adv.get(name)
+        if cfg.max_adv_participation_bps is not None and adv:
+            part = qty * 10_000 // adv
+            if part > cfg.max_adv_participation_bps:
+                too_big.append(
+                    f"{qty} is {part} bps of ADV {adv}, above {cfg.max_adv_participation_bps} bps"
+                )
+                cap = min(cap, adv * cfg.max_adv_participation_bps // 10_000)
+        if cfg.max_impact_bps is not None and mid is not None and _takes(sig, plan, quote):
+            levels = self._far_levels(name, plan.venue, plan.side)
+            impact = impact_bps(plan.side, qty, levels, mid)
+            if impact is None or impact > cfg.max_impact_bps:
+                shown = "more than the book shows" if impact is None else f"{impact} bps"
+                too_big.append(f"estimated impact {shown}, above {cfg.max_impact_bps} bps")
+                cap = min(cap, _max_qty_within(plan.side, levels, mid, cfg.max_impact_bps))
+        if not too_big:
+            return plan
+        why = "; ".join(too_big)
+        if cfg.liquidity_action == "hold":
+            return plan._replace(hold=why)
+        inst = self._instruments[name]
+        child = cap // inst.lot_size * inst.lot_size
+        if child <= 0 or child < inst.min_qty:
+            return Denial(
+                code="liquidity",
+                reason=f"{plan.side.value} {qty} {name}: {why}; no child order of at least "
+                f"min_qty {inst.min_qty} fits",
+            )
+        return plan._replace(child_qty=child)
+
+    def _far_levels(self, name: str, venue: str, side: Side) -> list[tuple[int, int]]:
+        """Return (price, size) levels an order would take, touch first (book, else quote)."""
+        book = self._books.get((name, venue))
+        if book is not None:
+            return list(islice(book.levels(Side.SELL if side is Side.BUY else Side.BUY), 64))
+        quote = self._quotes.get((name, venue))
+        if quote is None:
+            return []
+        if side is Side.BUY:
+            return [] if quote.ask_price is None else [(quote.ask_price, quote.ask_size)]
+        return [] if quote.bid_price is None else [(quote.bid_price, quote.bid_size)]
 
     def _wanted(self, sig: Signal) -> tuple[Side, int] | Denial | None:
         """Return the side and quantity a signal asks for; None when its target is met."""
@@ -509,23 +1076,90 @@ class Engine:
             return None
         return next(iter(inst.venue_symbols), None)
 
-    def _submit(self, cmd: SubmitOrder) -> list[Message]:
-        """Track a new order; return its command and its ack-timeout timer."""
+    # --- orders going out -----------------------------------------------------------------
+
+    def _timer(self, now: int, delay: int, purpose: str, order_id: str | None) -> ScheduleTimer:
+        """Return a timer set at `now` (the input's ts) to fire `delay` ns later."""
+        return ScheduleTimer(
+            ts_recv=now,
+            timer_id=self._ids.next_timer_id(),
+            fire_at=now + delay,
+            purpose=purpose,
+            order_id=order_id,
+        )
+
+    def _submit(self, cmd: SubmitOrder, sig: Signal | None = None) -> list[Message]:
+        """Track a new order; return its command and its timers."""
+        now = cmd.ts_recv
         order = Order.from_submit(cmd)
         self._orders[cmd.order_id] = order
         self._open[cmd.order_id] = order
         if cmd.signal_id is not None:
             self._orders_by_signal.setdefault(cmd.signal_id, []).append(order)
+            if sig is not None:
+                self._signals[cmd.signal_id] = sig
         key = (cmd.account, cmd.strategy, cmd.instrument)
         self._working.setdefault(key, {})[cmd.order_id] = order
-        timer = ScheduleTimer(
-            ts_recv=cmd.ts_recv,
-            timer_id=self._ids.next_timer_id(),
-            fire_at=cmd.ts_recv + self._config.ack_timeout_ns,
-            purpose=ACK_TIMEOUT,
-            order_id=cmd.order_id,
-        )
-        return [cmd, timer]
+        self._track(order, 0, cmd.qty, cmd.price)
+        for rate_key in (
+            "*",
+            f"account:{cmd.account}",
+            f"strategy:{cmd.strategy}",
+            f"venue:{cmd.venue}",
+        ):
+            self._rates.add(rate_key, now)
+        breaker = self._breakers.get(cmd.venue)
+        if breaker is None:
+            breaker = self._breakers[cmd.venue] = Breaker(self._risk.breaker)
+        breaker.record_sent(now)
+        effects: list[Message] = [
+            cmd,
+            self._timer(now, self._config.ack_timeout_ns, ACK_TIMEOUT, cmd.order_id),
+        ]
+        stale = self._risk.lifecycle.stale_order_ns
+        if stale is not None:
+            effects.append(self._timer(now, stale, STALE_ORDER, cmd.order_id))
+        if self._risk_timer is None and self._needs_risk_timer():
+            timer = self._timer(now, self._risk.check_interval_ns, RISK_CHECK, None)
+            self._risk_timer = timer.timer_id
+            effects.append(timer)
+        return effects
+
+    def _needs_risk_timer(self) -> bool:
+        return self._watch_pnl or bool(self._risk.limits.exposure) or _has_notional(self._risk)
+
+    def _track(self, order: Order, dpos: int, dleaves: int, price: int | None) -> None:
+        """Apply an order's change of position (`dpos` unsigned) and leaves to the books."""
+        if dpos == 0 and dleaves == 0:
+            return
+        buy = order.side is Side.BUY
+        spos = dpos if buy else -dpos
+        dwb, dws = (dleaves, 0) if buy else (0, dleaves)
+        name = order.instrument
+        self._qtys.apply(order.account, order.strategy, name, spos, dwb, dws)
+        if spos:
+            key = (order.venue, order.account, name)
+            self._venue_positions[key] = self._venue_positions.get(key, 0) + spos
+        value_at = self.mark_price(name, order.venue)
+        if value_at is None:
+            value_at = price if price is not None else order.price
+        if value_at is None:
+            value_at = self._valued_at(name)
+        money = self._money
+        for scope in ("*", f"account:{order.account}", f"strategy:{order.strategy}"):
+            self._aggregate(scope).apply(money, name, spos, dwb, dws, value_at)
+        if self._risk.limits.exposure:
+            inst = self._instruments.get(name)
+            if inst is not None:
+                for group in self._groups_of(inst):
+                    if group != "portfolio":
+                        self._aggregate(group).apply(money, name, spos, dwb, dws, value_at)
+
+    def _valued_at(self, name: str) -> int:
+        """Return the price an instrument was last valued at in the firm aggregate."""
+        agg = self._aggregates.get("*")
+        term = None if agg is None else agg.terms.get(name)
+        return 0 if term is None else term.price
 
     # --- venue events -----------------------------------------------------------------
 
@@ -580,6 +1214,8 @@ class Engine:
         if isinstance(msg, OrderReplaced) and msg.qty <= order.filled_qty:
             why = f"replaced qty {msg.qty} must exceed filled_qty {order.filled_qty}"
             return [self._anomaly(msg, order, event, why)]
+        leaves = order.leaves_qty
+        before = order.status
         try:
             status = order.apply(event, msg.ts_recv)
         except InvalidTransition:
@@ -590,9 +1226,61 @@ class Engine:
             order.qty = msg.qty
             if msg.price is not None:
                 order.price = msg.price
+        self._track(order, 0, order.leaves_qty - leaves, None)
         if status in TERMINAL:
             self._forget_open(order)
+        if isinstance(msg, OrderRejected) and before is not OrderStatus.REJECTED:
+            return self._on_rejected(msg, order)  # a repeated reject is not a new one
         return []
+
+    def _on_rejected(self, msg: OrderRejected, order: Order) -> list[Message]:
+        """Retry a retryable reject with backoff (a new order id); escalate the rest."""
+        now = msg.ts_recv
+        effects: list[Message] = []
+        breaker = self._breakers.get(order.venue)
+        if breaker is not None and breaker.record_error(now):
+            effects.extend(self._open_breaker(order.venue, breaker, now))
+        policy = self._risk.lifecycle
+        retryable = msg.retryable or msg.reason in policy.retryable_reasons
+        sid = order.signal_id
+        attempts = self._attempts.get(sid, 0) if sid is not None else policy.max_retries
+        if retryable and attempts < policy.max_retries and order.filled_qty == 0:
+            backoff = min(policy.retry_backoff_ns << attempts, policy.retry_backoff_max_ns)
+            assert sid is not None
+            self._attempts[sid] = attempts + 1
+            timer = self._timer(now, backoff, RETRY, order.order_id)
+            self._retries[timer.timer_id] = order
+            effects.append(
+                Alert(
+                    ts_recv=now,
+                    severity=Severity.INFO,
+                    code="ORDER_RETRY",
+                    text=f"order {order.order_id} rejected by {order.venue} ({msg.reason}): "
+                    f"retry {attempts + 1} of {policy.max_retries} in {backoff // 1_000_000} ms",
+                    order_id=order.order_id,
+                    instrument=order.instrument,
+                    venue=order.venue,
+                )
+            )
+            effects.append(timer)
+            return effects
+        if retryable and attempts >= policy.max_retries:
+            why = f"retryable, but {attempts} retries already made"
+        else:
+            why = "retryable, but partly filled" if retryable else "not retryable"
+        effects.append(
+            Alert(
+                ts_recv=now,
+                severity=Severity.WARNING,
+                code="ORDER_REJECTED",
+                text=f"order {order.order_id} ({order.side.value} {order.qty} "
+                f"{order.instrument}) rejected by {order.venue}: {msg.reason} ({why})",
+                order_id=order.order_id,
+                instrument=order.instrument,
+                venue=order.venue,
+            )
+        )
+        return effects
 
     def _on_filled(self, msg: OrderFilled) -> list[Message]:
         order = self._order_of(msg)
@@ -606,28 +1294,25 @@ class Engine:
         if msg.qty <= 0:
             return [self._anomaly(msg, order, event, f"fill qty must be > 0, got {msg.qty}")]
         overfill = filled > order.qty
+        first_partial = order.filled_qty == 0 and not overfill and filled < order.qty
+        leaves = order.leaves_qty
         try:
             status = order.apply(event, msg.ts_recv)
         except InvalidTransition:
             if not overfill:
                 return [self._anomaly(msg, order, event, "not a legal transition")]
             status = order.status  # booked anyway: the venue says it traded
-        order.record_fill(msg.trade_id, msg.price, msg.qty, msg.fee, msg.ts_recv)
-        self._positions.apply_fill(
-            order.account,
-            order.strategy,
-            order.instrument,
-            side=order.side,
-            qty=msg.qty,
-            price=msg.price,
-            fee=msg.fee,
-            multiplier=self._multiplier(order.instrument),
-        )
+        effects = self._book_fill(order, msg.trade_id, msg.price, msg.qty, msg.fee, msg.ts_recv)
+        self._track(order, msg.qty, order.leaves_qty - leaves, msg.price)
         if status in TERMINAL:
             self._forget_open(order)
+        elif first_partial:
+            effects.extend(self._partial_policy(order, msg.ts_recv))
+        if self._watch_pnl:
+            effects.extend(self._check_pnl(msg.ts_recv, order.account, order.strategy))
         if not overfill:
-            return []
-        return [
+            return effects
+        effects.append(
             Alert(
                 ts_recv=msg.ts_recv,
                 severity=Severity.CRITICAL,
@@ -638,7 +1323,33 @@ class Engine:
                 instrument=order.instrument,
                 venue=order.venue,
             )
-        ]
+        )
+        return effects
+
+    def _book_fill(
+        self, order: Order, trade_id: str, price: int, qty: int, fee: int, now: int
+    ) -> list[Message]:
+        order.record_fill(trade_id, price, qty, fee, now)
+        self._positions.apply_fill(
+            order.account,
+            order.strategy,
+            order.instrument,
+            side=order.side,
+            qty=qty,
+            price=price,
+            fee=fee,
+            multiplier=self._multiplier(order.instrument),
+        )
+        return []
+
+    def _partial_policy(self, order: Order, now: int) -> list[Message]:
+        """Schedule what the lifecycle config does with a partly filled order."""
+        policy = self._risk.lifecycle
+        if policy.partial_fill == "cancel_after":
+            return [self._timer(now, policy.partial_fill_after_ns, PARTIAL_TIMEOUT, order.order_id)]
+        if policy.partial_fill == "chase" and order.order_type is OrderType.LIMIT:
+            return [self._timer(now, policy.chase_interval_ns, CHASE, order.order_id)]
+        return []
 
     def _forget_open(self, order: Order) -> None:
         """Drop a final order from the open-order indexes."""
@@ -653,22 +1364,39 @@ class Engine:
     # --- timers -----------------------------------------------------------------------
 
     def _on_timer(self, msg: TimerFired) -> list[Message]:
-        if msg.purpose != ACK_TIMEOUT:
+        handler = {
+            ACK_TIMEOUT: self._on_ack_timeout,
+            RETRY: self._on_retry,
+            PARTIAL_TIMEOUT: self._on_partial_timeout,
+            CHASE: self._on_chase,
+            STALE_ORDER: self._on_stale_order,
+            SLICE: self._on_slice,
+            BREAKER: self._on_breaker_timer,
+            RISK_CHECK: self._on_risk_check,
+            RECON_TIMEOUT: self._on_recon_timeout,
+        }.get(msg.purpose)
+        if handler is None:
             return [
                 Alert(
                     ts_recv=msg.ts_recv,
                     severity=Severity.WARNING,
                     code="UNKNOWN_TIMER",
                     text=f"timer {msg.timer_id} has purpose {msg.purpose!r}: "
-                    f"expected {ACK_TIMEOUT!r}; ignored",
+                    f"expected one of {', '.join(TIMER_PURPOSES)}; ignored",
                     order_id=msg.order_id,
                 )
             ]
-        order = self._orders.get(msg.order_id) if msg.order_id is not None else None
+        return handler(msg)
+
+    def _timer_order(self, msg: TimerFired) -> Order | None:
+        return self._orders.get(msg.order_id) if msg.order_id is not None else None
+
+    def _on_ack_timeout(self, msg: TimerFired) -> list[Message]:
+        order = self._timer_order(msg)
         if order is None or order.status is not OrderStatus.PENDING_NEW:
             return []
         waited_ms = (msg.ts_recv - order.ts_created) // 1_000_000
-        return [
+        effects: list[Message] = [
             Alert(
                 ts_recv=msg.ts_recv,
                 severity=Severity.WARNING,
@@ -680,22 +1408,254 @@ class Engine:
                 venue=order.venue,
             )
         ]
+        breaker = self._breakers.get(order.venue)
+        if breaker is not None and breaker.record_error(msg.ts_recv):
+            effects.extend(self._open_breaker(order.venue, breaker, msg.ts_recv))
+        return effects
 
-    # --- operator -----------------------------------------------------------------------
+    def _on_retry(self, msg: TimerFired) -> list[Message]:
+        """Resend a rejected order under a new order id, if nothing forbids it now."""
+        rejected = self._retries.pop(msg.timer_id, None)
+        if rejected is None or rejected.signal_id is None:
+            return []
+        sig = self._signals.get(rejected.signal_id)
+        if sig is None:
+            return []
+        sig = msgspec.structs.replace(sig, ts_recv=msg.ts_recv)
+        plan = _Plan(
+            rejected.instrument,
+            rejected.venue,
+            rejected.side,
+            rejected.qty,
+            rejected.price,
+            rejected.stop_price,
+        )
+        denial = self._resend_denial(sig, plan, rejected.qty)
+        if denial is not None:
+            return [self._signal_rejected(sig, denial)]
+        return self._submit_plan(sig, plan, rejected.qty)
+
+    def _resend_denial(self, sig: Signal, plan: _Plan, qty: int) -> Denial | None:
+        """Check an order approved earlier again before it goes (state, venue, limits)."""
+        state, scope, why = self._states.effective(sig.account, sig.strategy, plan.instrument)
+        if state is TradingState.HALTED:
+            return Denial(
+                code="halted",
+                reason=f"trading halted for {_scope_text(scope)} ({why}): "
+                f"signal {sig.signal_id} not resent",
+            )
+        if state is TradingState.REDUCING:
+            denial = self._reducing_denial(sig, plan.side, qty, scope, why)
+            if denial is not None:
+                return denial
+        if plan.venue in self._disconnected or plan.venue in self._reconciling:
+            return Denial(
+                code="venue_unavailable",
+                reason=f"venue {plan.venue} is disconnected or reconciling: "
+                f"signal {sig.signal_id} not resent",
+            )
+        return self._limit_denial(sig, plan, qty)
+
+    def _on_partial_timeout(self, msg: TimerFired) -> list[Message]:
+        order = self._timer_order(msg)
+        if order is None or order.status is not OrderStatus.PARTIALLY_FILLED:
+            return []
+        cancel = self._request_cancel(order, msg.ts_recv)
+        if cancel is None:
+            return []
+        text = (
+            f"order {order.order_id} partly filled {order.filled_qty} of {order.qty}: "
+            "canceling the remainder (partial_fill = cancel_after)"
+        )
+        return [self._info(msg.ts_recv, "PARTIAL_CANCEL", text, order), cancel]
+
+    def _on_chase(self, msg: TimerFired) -> list[Message]:
+        """Replace a partly filled limit order at the touch, up to max_chases times."""
+        order = self._timer_order(msg)
+        policy = self._risk.lifecycle
+        if order is None or order.status not in (
+            OrderStatus.PARTIALLY_FILLED,
+            OrderStatus.ACCEPTED,
+        ):
+            return []
+        chased = self._chases.get(order.order_id, 0)
+        quote = self._quotes.get((order.instrument, order.venue))
+        touch = None
+        if quote is not None:
+            touch = quote.bid_price if order.side is Side.BUY else quote.ask_price
+        again = self._timer(msg.ts_recv, policy.chase_interval_ns, CHASE, order.order_id)
+        if touch is None or touch == order.price:
+            return [again] if chased < policy.max_chases else []
+        if chased >= policy.max_chases:
+            return []
+        order.apply(OrderEvent.REPLACE_REQUESTED, msg.ts_recv)
+        self._chases[order.order_id] = chased + 1
+        replace = ReplaceOrder(
+            ts_recv=msg.ts_recv,
+            order_id=order.order_id,
+            venue=order.venue,
+            instrument=order.instrument,
+            venue_order_id=order.venue_order_id,
+            qty=order.qty,
+            price=touch,
+        )
+        return [replace, again]
+
+    def _on_stale_order(self, msg: TimerFired) -> list[Message]:
+        order = self._timer_order(msg)
+        if order is None or not order.is_open or order.filled_qty > 0:
+            return []
+        waited_s = (msg.ts_recv - order.ts_created) / 1e9
+        text = (
+            f"order {order.order_id} ({order.side.value} {order.qty} {order.instrument} on "
+            f"{order.venue}) has worked {waited_s:g} s without a fill"
+        )
+        return [
+            Alert(
+                ts_recv=msg.ts_recv,
+                severity=Severity.WARNING,
+                code="ORDER_STALE",
+                text=text,
+                order_id=order.order_id,
+                instrument=order.instrument,
+                venue=order.venue,
+            )
+        ]
+
+    def _on_slice(self, msg: TimerFired) -> list[Message]:
+        slicing = self._slices.pop(msg.timer_id, None)
+        if slicing is None:
+            return []
+        sig, plan, left, sent = slicing
+        sig = msgspec.structs.replace(sig, ts_recv=msg.ts_recv)
+        child = min(left, plan.child_qty or left)
+        denial = self._resend_denial(sig, plan, child)
+        if denial is not None:
+            why = f"slice {sent + 1}: {denial.reason}; {left} of {plan.qty} not sent"
+            return [self._signal_rejected(sig, Denial(code=denial.code, reason=why))]
+        effects = self._submit_plan(sig, plan, child)
+        if left > child:
+            timer = self._timer(msg.ts_recv, self._risk.market.slice_interval_ns, SLICE, None)
+            self._slices[timer.timer_id] = _Slicing(sig, plan, left - child, sent + 1)
+            effects.append(timer)
+        return effects
+
+    # --- circuit breaker ------------------------------------------------------------------
+
+    def _open_breaker(self, venue: str, breaker: Breaker, now: int) -> list[Message]:
+        timer = self._timer(now, self._risk.breaker.cooldown_ns, BREAKER, None)
+        self._breaker_timers[timer.timer_id] = venue
+        breaker.timer_id = timer.timer_id
+        return [
+            Alert(
+                ts_recv=now,
+                severity=Severity.CRITICAL,
+                code="CIRCUIT_OPEN",
+                text=f"circuit breaker of {venue} open: {breaker.rate_text(now)}, threshold "
+                f"{self._risk.breaker.threshold_bps / 100:g}%; new orders to it are queued",
+                venue=venue,
+            ),
+            timer,
+        ]
+
+    def _on_breaker_timer(self, msg: TimerFired) -> list[Message]:
+        venue = self._breaker_timers.pop(msg.timer_id, None)
+        breaker = None if venue is None else self._breakers.get(venue)
+        if venue is None or breaker is None or breaker.open_since is None:
+            return []
+        now = msg.ts_recv
+        if breaker.tripped(now):
+            timer = self._timer(now, self._risk.breaker.cooldown_ns, BREAKER, None)
+            self._breaker_timers[timer.timer_id] = venue
+            return [timer]
+        breaker.open_since = None
+        queued, breaker.queue = breaker.queue, []
+        cfg = self._risk.breaker
+        effects: list[Message] = [
+            Alert(
+                ts_recv=now,
+                severity=Severity.INFO,
+                code="CIRCUIT_CLOSED",
+                text=f"circuit breaker of {venue} closed: {breaker.rate_text(now)}; "
+                f"{len(queued)} queued orders go by rule (on_recover = {cfg.on_recover})",
+                venue=venue,
+            )
+        ]
+        for queued_at, sig in queued:
+            waited = now - queued_at
+            fresh = msgspec.structs.replace(sig, ts_recv=now)
+            if cfg.on_recover == "drop" or waited > cfg.max_queue_age_ns:
+                reason = (
+                    f"queued {waited // 1_000_000} ms behind the circuit breaker of {venue}: "
+                    + (
+                        "dropped by rule (on_recover = drop)"
+                        if cfg.on_recover == "drop"
+                        else f"older than max_queue_age {cfg.max_queue_age_ns // 1_000_000} ms"
+                    )
+                )
+                effects.append(
+                    self._signal_rejected(fresh, Denial(code="circuit_breaker", reason=reason))
+                )
+                continue
+            plan = self._replan(fresh)
+            if isinstance(plan, Denial):
+                effects.append(self._signal_rejected(fresh, plan))
+            elif plan is not None:
+                effects.extend(self._send_or_queue(fresh, plan))
+        return effects
+
+    def _replan(self, sig: Signal) -> _Plan | Denial | None:
+        """Run the gauntlet again for a signal already accepted once (not a duplicate)."""
+        self._signal_ids.discard(sig.signal_id)
+        return self._plan(sig)
+
+    # --- operator ---------------------------------------------------------------------------
 
     def _on_kill_switch(self, msg: KillSwitch) -> list[Message]:
-        self._halt = msg
-        now = msg.ts_recv
+        level, name = scope_of(msg.scope)
         effects: list[Message] = []
-        for order in self._open.values():
-            cancel = self._request_cancel(order, now)
-            if cancel is not None:
-                effects.append(cancel)
+        scope = _scope_key(level, name)
+        if level not in ("firm", "account", "strategy", "instrument"):
+            scope = "*"  # fail safe: an unreadable scope halts everything
+            effects.append(
+                Alert(
+                    ts_recv=msg.ts_recv,
+                    severity=Severity.CRITICAL,
+                    code="INVALID_KILL_SWITCH",
+                    text=f"KillSwitch by {msg.operator}: scope {msg.scope!r} unreadable "
+                    "(expected '*', 'account:A', 'strategy:S' or 'instrument:X'); "
+                    "applied to the whole firm",
+                )
+            )
+        effects.extend(
+            self._set_state(scope, msg.state, f"{msg.operator}: {msg.reason}", msg.ts_recv)
+        )
         if msg.flatten:
-            positions = sorted(self._positions.strategy_positions(), key=lambda kv: kv[0])
-            for (account, strategy, instrument), position in positions:
-                if position.qty != 0:
-                    effects.extend(self._flatten(account, strategy, instrument, position.qty, now))
+            effects.extend(self._flatten_scope(scope, msg.ts_recv))
+        return effects
+
+    def _set_state(self, scope: str, state: TradingState, why: str, now: int) -> list[Message]:
+        """Set a scope's trading state; halting cancels its working orders."""
+        self._states.set(scope, state, why)
+        effects: list[Message] = []
+        if state is TradingState.HALTED:
+            for order in list(self._open.values()):
+                if _in_scope(scope, order.account, order.strategy, order.instrument):
+                    cancel = self._request_cancel(order, now)
+                    if cancel is not None:
+                        effects.append(cancel)
+            for timer_id, slicing in list(self._slices.items()):
+                sig = slicing.sig
+                if _in_scope(scope, sig.account, sig.strategy, slicing.plan.instrument):
+                    del self._slices[timer_id]
+        return effects
+
+    def _flatten_scope(self, scope: str, now: int) -> list[Message]:
+        effects: list[Message] = []
+        positions = sorted(self._positions.strategy_positions(), key=lambda kv: kv[0])
+        for (account, strategy, instrument), position in positions:
+            if position.qty != 0 and _in_scope(scope, account, strategy, instrument):
+                effects.extend(self._flatten(account, strategy, instrument, position.qty, now))
         return effects
 
     def _flatten(
@@ -730,43 +1690,200 @@ class Engine:
         )
 
     def _on_resume(self, msg: Resume) -> list[Message]:
-        self._halt = None
+        level, name = scope_of(msg.scope)
+        self._states.set(_scope_key(level, name), TradingState.ACTIVE, "")
+        if level == "firm":
+            self._states.set("*", TradingState.ACTIVE, "")
         return []
 
     def _on_limit_override(self, msg: LimitOverride) -> list[Message]:
-        if msg.limit not in KNOWN_LIMITS:
-            text = (
-                f"LimitOverride by {msg.operator}: limit {msg.limit!r} unknown, "
-                f"expected one of {', '.join(KNOWN_LIMITS)}; ignored"
-            )
-        elif msg.scope != "*" and msg.scope not in self._instruments:
-            text = (
-                f"LimitOverride by {msg.operator}: scope {msg.scope!r} is not a known "
-                "instrument or '*'; ignored"
-            )
-        elif msg.value < 0:
-            text = f"LimitOverride by {msg.operator}: value must be >= 0, got {msg.value}; ignored"
+        if msg.limit == "max_order_qty" and (msg.scope == "*" or ":" not in msg.scope):
+            problem = self._qty_override_problem(msg)
+            if problem is None:
+                self._qty_overrides[msg.scope] = msg
+                return []
         else:
-            self._qty_overrides[msg.scope] = msg
-            return []
+            problem = self._limits.override(msg)
+            if problem is None:
+                return []
         return [
             Alert(
-                ts_recv=msg.ts_recv, severity=Severity.WARNING, code="INVALID_OVERRIDE", text=text
+                ts_recv=msg.ts_recv,
+                severity=Severity.WARNING,
+                code="INVALID_OVERRIDE",
+                text=f"LimitOverride by {msg.operator}: {problem}; ignored",
             )
         ]
+
+    def _qty_override_problem(self, msg: LimitOverride) -> str | None:
+        if msg.scope != "*" and msg.scope not in self._instruments:
+            return f"scope {msg.scope!r} is not a known instrument or '*'"
+        if msg.value < 0:
+            return f"value must be >= 0, got {msg.value}"
+        return None
+
+    def _on_review(self, msg: ReviewDecision) -> list[Message]:
+        held = self._held.pop(msg.signal_id, None)
+        if held is None:
+            return [
+                Alert(
+                    ts_recv=msg.ts_recv,
+                    severity=Severity.WARNING,
+                    code="INVALID_REVIEW",
+                    text=f"ReviewDecision by {msg.operator}: signal {msg.signal_id!r} is not "
+                    "held for review; ignored",
+                )
+            ]
+        sig, plan = held
+        sig = msgspec.structs.replace(sig, ts_recv=msg.ts_recv)
+        if not msg.approve:
+            reason = f"held for review ({plan.hold}); rejected by {msg.operator}: {msg.reason}"
+            return [self._signal_rejected(sig, Denial(code="review_rejected", reason=reason))]
+        denial = self._resend_denial(sig, plan, plan.qty)
+        if denial is not None:
+            return [self._signal_rejected(sig, denial)]
+        return self._send_or_queue(sig, plan._replace(hold=None, child_qty=None))
+
+    # --- loss limits ---------------------------------------------------------------------
+
+    def _on_risk_check(self, msg: TimerFired) -> list[Message]:
+        """Revalue the aggregates at marks and check the loss limits; re-arm while exposed."""
+        now = msg.ts_recv
+        self._risk_timer = None
+        marks: dict[str, int] = {}
+        for name in self._instruments:
+            mark = self.mark_price(name)
+            if mark is not None:
+                marks[name] = mark
+        for agg in self._aggregates.values():
+            agg.revalue(self._money, marks)
+        effects: list[Message] = []
+        if self._watch_pnl:
+            effects.extend(self._check_pnl(now, None, None))
+        exposed = bool(self._open) or any(
+            pos.qty for _, pos in self._positions.strategy_positions()
+        )
+        if exposed:
+            timer = self._timer(now, self._risk.check_interval_ns, RISK_CHECK, None)
+            self._risk_timer = timer.timer_id
+            effects.append(timer)
+        return effects
+
+    def _check_pnl(self, now: int, account: str | None, strategy: str | None) -> list[Message]:
+        """Halt a scope whose day loss or drawdown passes its limit."""
+        scopes: list[tuple[str, str]] = [("firm", "*")]
+        if account is not None and strategy is not None:
+            scopes += [("account", account), ("strategy", strategy)]
+        else:
+            seen: dict[tuple[str, str], None] = {}
+            for a, s, _ in (k for k, _ in self._positions.strategy_positions()):
+                seen[("account", a)] = None
+                seen[("strategy", s)] = None
+            scopes += list(seen)
+        effects: list[Message] = []
+        day = now // NS_PER_DAY
+        for level, name in scopes:
+            loss_limit, loss_src = self._limits.value(level, name, "daily_loss", now)
+            dd_limit, dd_src = self._limits.value(level, name, "max_drawdown", now)
+            if loss_limit is None and dd_limit is None:
+                continue
+            scope = _scope_key(level, name)
+            pnl = self.pnl(scope)
+            start_day, start = self._day.get(scope, (None, 0))
+            if start_day != day:
+                # The day's baseline is the P&L at its first check (0 for a fresh run).
+                start = pnl if start_day is not None else 0
+                self._day[scope] = (day, start)
+            peak = max(self._peak.get(scope, 0), pnl)
+            self._peak[scope] = peak
+            if self._states.get(scope) is TradingState.HALTED:
+                continue
+            breach = None
+            if loss_limit is not None and start - pnl > loss_limit:
+                breach = (
+                    "DAILY_LOSS",
+                    f"{_scope_text(scope)} lost {start - pnl} today (P&L {pnl}): above "
+                    f"daily_loss {loss_limit} ({loss_src})",
+                )
+            elif dd_limit is not None and peak - pnl > dd_limit:
+                breach = (
+                    "DRAWDOWN",
+                    f"{_scope_text(scope)} is {peak - pnl} below its peak P&L {peak}: above "
+                    f"max_drawdown {dd_limit} ({dd_src})",
+                )
+            if breach is None:
+                continue
+            code, text = breach
+            effects.append(
+                Alert(ts_recv=now, severity=Severity.CRITICAL, code=code, text=text + "; halted")
+            )
+            effects.extend(self._set_state(scope, TradingState.HALTED, f"automatic: {code}", now))
+            if self._risk.loss_flatten:
+                effects.extend(self._flatten_scope(scope, now))
+        return effects
 
     # --- connectivity, reference data, reconciliation ------------------------------------
 
     def _on_venue_connected(self, msg: VenueConnected) -> list[Message]:
-        self._disconnected.pop(msg.venue, None)
-        return []
+        was_down = self._disconnected.pop(msg.venue, None)
+        if was_down is None:
+            return []
+        self._reconciling[msg.venue] = msg.ts_recv
+        timer = self._timer(msg.ts_recv, self._config.ack_timeout_ns, RECON_TIMEOUT, None)
+        return [
+            RequestReports(
+                ts_recv=msg.ts_recv,
+                venue=msg.venue,
+                reason=f"reconnect after disconnect at ts {was_down.ts_recv} ({was_down.reason})",
+            ),
+            msgspec.structs.replace(timer, purpose=RECON_TIMEOUT, order_id=msg.venue),
+        ]
 
     def _on_venue_disconnected(self, msg: VenueDisconnected) -> list[Message]:
         self._disconnected.setdefault(msg.venue, msg)
         return []
 
+    def _on_reports_done(self, msg: ReportsDone) -> list[Message]:
+        since = self._reconciling.pop(msg.venue, None)
+        if since is None:
+            return []
+        return [
+            Alert(
+                ts_recv=msg.ts_recv,
+                severity=Severity.INFO,
+                code="RECONCILED",
+                text=f"{msg.venue} reconciled after the reconnect at ts {since}: new orders "
+                "may go out",
+                venue=msg.venue,
+            )
+        ]
+
+    def _on_recon_timeout(self, msg: TimerFired) -> list[Message]:
+        venue = msg.order_id or ""
+        since = self._reconciling.get(venue)
+        if since is None:
+            return []
+        return [
+            Alert(
+                ts_recv=msg.ts_recv,
+                severity=Severity.CRITICAL,
+                code="RECON_TIMEOUT",
+                text=f"{venue} has not finished its reports since the reconnect at ts {since}: "
+                "no new orders go to it",
+                venue=venue,
+            )
+        ]
+
     def _on_instrument(self, msg: Instrument) -> list[Message]:
         problem = instrument_problem(msg)
+        current = self._instruments.get(msg.instrument)
+        if problem is None and current is not None and msg.version <= current.version:
+            if msg == msgspec.structs.replace(current, ts_recv=msg.ts_recv):
+                return []
+            problem = (
+                f"instrument {msg.instrument}: version {msg.version} is not newer than the "
+                f"current version {current.version}"
+            )
         if problem is not None:
             return [
                 Alert(
@@ -778,6 +1895,7 @@ class Engine:
                 )
             ]
         self._instruments[msg.instrument] = msg
+        self._money.set_instrument(msg)
         return []
 
     def _on_status_report(self, msg: OrderStatusReport) -> list[Message]:
@@ -789,6 +1907,14 @@ class Engine:
                 "unknown to the engine"
             )
             return [self._mismatch(msg, Severity.WARNING, text, msg.order_id)]
+        effects: list[Message] = []
+        if msg.filled_qty > order.filled_qty and (msg.instrument, msg.side) == (
+            order.instrument,
+            order.side,
+        ):
+            effects.extend(self._recover_fill(msg, order))
+        if msg.status in _FINAL_EVENT and order.is_open:
+            effects.extend(self._close_from_report(msg, order))
         status = order.status
         if status in PENDING_REQUEST and msg.status is order.previous:
             status = msg.status  # the venue has not seen our request yet
@@ -801,22 +1927,143 @@ class Engine:
         )
         differ = [item for item in compared if item[1] != item[2]]
         if not differ:
-            return []
+            return effects
         theirs = ", ".join(f"{name}={value}" for name, value, _ in differ)
         ours = ", ".join(f"{name}={value}" for name, _, value in differ)
-        text = f"{msg.venue} reports order {order.order_id} with {theirs}; engine has {ours}"
-        return [self._mismatch(msg, Severity.WARNING, text, order.order_id)]
+        text = (
+            f"{msg.venue} reports order {order.order_id} with {theirs}; engine has {ours}: "
+            f"instrument {order.instrument} halted until an operator resumes it"
+        )
+        effects.append(self._mismatch(msg, Severity.CRITICAL, text, order.order_id))
+        effects.extend(
+            self._set_state(
+                f"instrument:{order.instrument}",
+                TradingState.HALTED,
+                f"reconciliation mismatch on order {order.order_id}",
+                msg.ts_recv,
+            )
+        )
+        return effects
+
+    def _recover_fill(self, msg: OrderStatusReport, order: Order) -> list[Message]:
+        """Book the fills a venue reports that never reached us (lost while disconnected)."""
+        missed = msg.filled_qty - order.filled_qty
+        if msg.avg_price is not None:
+            value = msg.avg_price * msg.filled_qty - order.fill_value
+            price: int | None = (2 * value + missed) // (2 * missed)
+        else:
+            price = order.price if order.price is not None else self.mark_price(order.instrument)
+        if price is None or price <= 0:
+            text = (
+                f"{msg.venue} reports {missed} more filled on order {order.order_id} but no "
+                "price to book it at: reconcile by hand"
+            )
+            return [self._mismatch(msg, Severity.CRITICAL, text, order.order_id)]
+        filled = msg.filled_qty
+        event = OrderEvent.FULL_FILL if filled >= order.qty else OrderEvent.PARTIAL_FILL
+        leaves = order.leaves_qty
+        if (order.status, event) in TRANSITIONS:
+            order.apply(event, msg.ts_recv)
+        trade_id = f"recon:{order.order_id}:{filled}"
+        self._book_fill(order, trade_id, price, missed, 0, msg.ts_recv)
+        self._track(order, missed, order.leaves_qty - leaves, price)
+        if order.status in TERMINAL:
+            self._forget_open(order)
+        signed = missed if order.side is Side.BUY else -missed
+        return [
+            PositionAdjusted(
+                ts_recv=msg.ts_recv,
+                account=order.account,
+                strategy=order.strategy,
+                instrument=order.instrument,
+                venue=order.venue,
+                qty=signed,
+                price=price,
+                code="RECOVERED_FILL",
+                reason=f"{msg.venue} reports filled_qty {filled} on order {order.order_id}, "
+                f"engine had {filled - missed}: booked the missing {missed} at {price}",
+                order_id=order.order_id,
+            )
+        ]
+
+    def _close_from_report(self, msg: OrderStatusReport, order: Order) -> list[Message]:
+        """Finish an order the venue reports final while we still think it works."""
+        event = _FINAL_EVENT[msg.status]
+        leaves = order.leaves_qty
+        before = order.status
+        if (order.status, event) in TRANSITIONS:
+            order.apply(event, msg.ts_recv)
+        else:
+            order.status = msg.status
+        self._track(order, 0, order.leaves_qty - leaves, None)
+        self._forget_open(order)
+        text = (
+            f"order {order.order_id}: engine had {before.value}, {msg.venue} reports "
+            f"{msg.status.value}; corrected"
+        )
+        return [self._info(msg.ts_recv, "RECON_STATUS", text, order)]
 
     def _on_position_report(self, msg: PositionReport) -> list[Message]:
-        net = self._positions.net_position(msg.account, msg.instrument)
-        qty = 0 if net is None else net.qty
-        if qty == msg.qty:
+        ours = self._venue_positions.get((msg.venue, msg.account, msg.instrument), 0)
+        diff = msg.qty - ours
+        if diff == 0:
             return []
+        tolerance = self._risk.recon_tolerance.get(
+            msg.instrument, self._risk.recon_tolerance.get("*", 0)
+        )
+        if abs(diff) <= tolerance:
+            price = msg.avg_price or self.mark_price(msg.instrument, msg.venue)
+            if price is not None and price > 0:
+                return self._adjust_position(msg, diff, price, tolerance)
         text = (
             f"{msg.venue} reports position {msg.qty} in {msg.instrument} for account "
-            f"{msg.account}; engine has {qty} (net across venues)"
+            f"{msg.account}; engine has {ours} through {msg.venue} (difference {diff}, "
+            f"tolerance {tolerance}): instrument halted until an operator resumes it"
         )
-        return [self._mismatch(msg, Severity.CRITICAL, text, None)]
+        return [
+            self._mismatch(msg, Severity.CRITICAL, text, None),
+            *self._set_state(
+                f"instrument:{msg.instrument}",
+                TradingState.HALTED,
+                f"position mismatch at {msg.venue}",
+                msg.ts_recv,
+            ),
+        ]
+
+    def _adjust_position(
+        self, msg: PositionReport, diff: int, price: int, tolerance: int
+    ) -> list[Message]:
+        side = Side.BUY if diff > 0 else Side.SELL
+        self._positions.apply_fill(
+            msg.account,
+            RECON_STRATEGY,
+            msg.instrument,
+            side=side,
+            qty=abs(diff),
+            price=price,
+            fee=0,
+            multiplier=self._multiplier(msg.instrument),
+        )
+        key = (msg.venue, msg.account, msg.instrument)
+        self._venue_positions[key] = self._venue_positions.get(key, 0) + diff
+        self._qtys.apply(msg.account, RECON_STRATEGY, msg.instrument, diff, 0, 0)
+        for scope in ("*", f"account:{msg.account}", f"strategy:{RECON_STRATEGY}"):
+            self._aggregate(scope).apply(self._money, msg.instrument, diff, 0, 0, price)
+        return [
+            PositionAdjusted(
+                ts_recv=msg.ts_recv,
+                account=msg.account,
+                strategy=RECON_STRATEGY,
+                instrument=msg.instrument,
+                venue=msg.venue,
+                qty=diff,
+                price=price,
+                code="RECON_ADJUST",
+                reason=f"{msg.venue} reports {msg.qty}, engine had {msg.qty - diff}: "
+                f"difference {diff} within tolerance {tolerance}, booked at {price} to "
+                f"strategy {RECON_STRATEGY}",
+            )
+        ]
 
     def _mismatch(
         self,
@@ -835,6 +2082,17 @@ class Engine:
             venue=msg.venue,
         )
 
+    def _info(self, now: int, code: str, text: str, order: Order) -> Alert:
+        return Alert(
+            ts_recv=now,
+            severity=Severity.INFO,
+            code=code,
+            text=text,
+            order_id=order.order_id,
+            instrument=order.instrument,
+            venue=order.venue,
+        )
+
     # --- anything else ------------------------------------------------------------------
 
     def _on_unexpected(self, msg: Message) -> list[Message]:
@@ -846,6 +2104,62 @@ class Engine:
                 text=f"{type(msg).__name__} is not an engine input; ignored",
             )
         ]
+
+
+def _scope_key(level: str, name: str) -> str:
+    return "*" if level == "firm" else f"{level}:{name}"
+
+
+def _scope_text(scope: str) -> str:
+    return "the firm" if scope in ("*", "") else scope.replace(":", " ", 1)
+
+
+def _in_scope(scope: str, account: str, strategy: str, instrument: str) -> bool:
+    if scope == "*":
+        return True
+    level, _, name = scope.partition(":")
+    return {"account": account, "strategy": strategy, "instrument": instrument}.get(level) == name
+
+
+def _has_pnl_limits(cfg: RiskConfig) -> bool:
+    sets = [cfg.limits.firm, *cfg.limits.accounts.values(), *cfg.limits.strategies.values()]
+    return any(s.daily_loss is not None or s.max_drawdown is not None for s in sets)
+
+
+def _has_notional(cfg: RiskConfig) -> bool:
+    sets = [cfg.limits.firm, *cfg.limits.accounts.values(), *cfg.limits.strategies.values()]
+    return any(s.max_net_notional is not None or s.max_gross_notional is not None for s in sets)
+
+
+def _takes(sig: Signal, plan: _Plan, quote: QuoteTick | None) -> bool:
+    """Say whether an order takes liquidity: market and stop orders, or a crossing limit."""
+    if sig.order_type in (OrderType.MARKET, OrderType.STOP):
+        return True
+    if plan.price is None or quote is None:
+        return False
+    if plan.side is Side.BUY:
+        return quote.ask_price is not None and plan.price >= quote.ask_price
+    return quote.bid_price is not None and plan.price <= quote.bid_price
+
+
+def _max_qty_within(side: Side, levels: list[tuple[int, int]], mid: int, max_bps: int) -> int:
+    """Return the largest quantity whose estimated impact stays within `max_bps`."""
+    qty = 0
+    cost = 0
+    for price, size in levels:
+        through = price - mid if side is Side.BUY else mid - price
+        if through * 10_000 > max_bps * mid:
+            # Take only as much of this level as keeps the average within the limit.
+            room = max_bps * mid * qty - 10_000 * (
+                (cost - mid * qty) if side is Side.BUY else (mid * qty - cost)
+            )
+            per_unit = 10_000 * through - max_bps * mid
+            if per_unit > 0 and room > 0:
+                qty += min(size, room // per_unit)
+            break
+        qty += size
+        cost += price * size
+    return qty
 
 
 def _price_fields_denial(sig: Signal) -> Denial | None:

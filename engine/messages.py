@@ -71,6 +71,12 @@ class Severity(enum.StrEnum):
     CRITICAL = "CRITICAL"
 
 
+class TradingState(enum.StrEnum):
+    ACTIVE = "ACTIVE"  # anything the gauntlet passes
+    REDUCING = "REDUCING"  # only orders that bring a position toward zero
+    HALTED = "HALTED"  # nothing new; working orders were canceled
+
+
 class SignalIntent(enum.StrEnum):
     ORDER = "ORDER"  # trade `qty` on `side`
     TARGET = "TARGET"  # bring the strategy's position to `target`
@@ -104,6 +110,8 @@ class Instrument(Message, frozen=True, kw_only=True, gc=False):
     sector: str | None = None
     country: str | None = None
     expiry: int | None = None  # ns, futures and options
+    approved: bool = True  # compliance has approved it for trading
+    version: int = 0  # reference-data version; an update must carry a higher one
 
 
 # --- market data ----------------------------------------------------------------------
@@ -298,18 +306,48 @@ class PositionReport(Message, frozen=True, kw_only=True, gc=False):
 
 
 class KillSwitch(Message, frozen=True, kw_only=True, gc=False):
+    """Put a scope into REDUCING or HALTED (halting cancels its working orders).
+
+    `scope` is "*" (the firm), "account:A", "strategy:S" or "instrument:X".
+    """
+
     operator: str
     reason: str
     flatten: bool = False
+    scope: str = "*"
+    state: TradingState = TradingState.HALTED
 
 
 class Resume(Message, frozen=True, kw_only=True, gc=False):
+    """Return a scope to ACTIVE."""
+
     operator: str
+    reason: str
+    scope: str = "*"
+
+
+class ReviewDecision(Message, frozen=True, kw_only=True, gc=False):
+    """An operator's verdict on a signal the gauntlet held for review."""
+
+    operator: str
+    signal_id: str
+    approve: bool
     reason: str
 
 
+class ReportsDone(Message, frozen=True, kw_only=True, gc=False):
+    """The venue has sent every status and position report asked by `RequestReports`."""
+
+    ts_event: int | None = None
+    venue: str
+
+
 class LimitOverride(Message, frozen=True, kw_only=True, gc=False):
-    """Operator override of one limit; `scope` is the instrument it applies to, or "*"."""
+    """Operator override of one limit at one scope, until `expires_at` (None: for good).
+
+    `scope` is "*" (the firm), "account:A", "strategy:S", "instrument:X", "venue:V",
+    or a bare instrument name (same as "instrument:X").
+    """
 
     operator: str
     reason: str
@@ -364,6 +402,30 @@ class SignalRejected(Message, frozen=True, kw_only=True, gc=False):
     reason: str
 
 
+class RequestReports(Message, frozen=True, kw_only=True, gc=False):
+    """Ask a venue for its status report of every order of ours and its positions."""
+
+    venue: str
+    reason: str
+
+
+class PositionAdjusted(Message, frozen=True, kw_only=True, gc=False):
+    """A journaled correction of a position from reconciliation (`code` says which kind).
+
+    `qty` is signed (buy > 0); `order_id` names the order a recovered fill belongs to.
+    """
+
+    account: str
+    strategy: str
+    instrument: str
+    venue: str
+    qty: int
+    price: int
+    code: str
+    reason: str
+    order_id: str | None = None
+
+
 # Journal kind codes: index in this tuple. Append only.
 KINDS: tuple[type[Message], ...] = (
     Instrument,
@@ -393,6 +455,10 @@ KINDS: tuple[type[Message], ...] = (
     Alert,
     SignalRejected,
     BookDelta,
+    ReviewDecision,
+    ReportsDone,
+    RequestReports,
+    PositionAdjusted,
 )
 KIND_CODE: dict[type[Message], int] = {cls: i for i, cls in enumerate(KINDS)}
 KIND_BY_NAME: dict[str, type[Message]] = {cls.__name__: cls for cls in KINDS}
@@ -404,8 +470,10 @@ EFFECT_KINDS: tuple[type[Message], ...] = (
     ScheduleTimer,
     Alert,
     SignalRejected,
+    RequestReports,
+    PositionAdjusted,
 )
-VENUE_COMMANDS: tuple[type[Message], ...] = (SubmitOrder, CancelOrder, ReplaceOrder)
+VENUE_COMMANDS: tuple[type[Message], ...] = (SubmitOrder, CancelOrder, ReplaceOrder, RequestReports)
 INPUT_KINDS: tuple[type[Message], ...] = tuple(k for k in KINDS if k not in EFFECT_KINDS)
 
 VenueEvent = (

@@ -31,9 +31,12 @@ from engine.messages import (
     OrderStatus,
     OrderStatusReport,
     OrderType,
+    PositionAdjusted,
     PositionReport,
     QuoteTick,
     ReplaceRejected,
+    ReportsDone,
+    RequestReports,
     Resume,
     ScheduleTimer,
     Severity,
@@ -197,7 +200,8 @@ DENIALS: list[tuple[str, dict[str, Any], str, str]] = [
     ),
     ("order without side", {"side": None}, "intent", "ORDER signal needs side, got None"),
     ("order with qty 0", {"qty": 0}, "intent", "ORDER signal needs qty > 0, got 0"),
-    ("order with qty < 0", {"qty": -5}, "intent", "ORDER signal needs qty > 0, got -5"),
+    ("order with qty < 0", {"qty": -5}, "schema", "signal sig-1: qty must be >= 0, got -5"),
+    ("order with qty 0", {"qty": 0}, "intent", "ORDER signal needs qty > 0, got 0"),
     (
         "target without target",
         {"intent": SignalIntent.TARGET},
@@ -332,8 +336,14 @@ def test_engine_signal_when_venue_disconnected_then_denied_until_reconnected() -
     assert rejected.code == "venue_disconnected"
     assert rejected.reason == "venue V1 disconnected since ts 500 (socket closed)"
     submit(engine, 2, venue="V2")
-    assert engine.handle(VenueConnected(ts_recv=800, venue="V1")) == []
-    submit(engine, 3)
+    effects = engine.handle(VenueConnected(ts_recv=800, venue="V1"))
+    assert effects[0] == RequestReports(
+        ts_recv=800, venue="V1", reason="reconnect after disconnect at ts 500 (socket closed)"
+    )
+    assert denial(engine, signal(3)).code == "venue_reconciling"
+    done = engine.handle(ReportsDone(ts_recv=900, venue="V1"))
+    assert only_alert(done, "RECONCILED").severity is Severity.INFO
+    submit(engine, 4)
 
 
 # --- TARGET signals -----------------------------------------------------------------
@@ -424,7 +434,8 @@ def test_engine_limit_override_when_default_scope_then_applies_to_unconfigured()
             "*",
             5,
             "LimitOverride by ann: limit 'max_notional' unknown, expected one of "
-            "max_order_qty; ignored",
+            "max_order_qty, max_order_notional, max_net_qty, max_gross_qty, max_net_notional, "
+            "max_gross_notional, max_orders_per_window, daily_loss, max_drawdown; ignored",
         ),
         (
             "max_order_qty",
@@ -656,7 +667,11 @@ def test_engine_venue_event_when_any_status_then_table_or_anomaly(
         assert (order.status, order.filled_qty, order.qty) == (status, *before)
         assert engine.anomalies == 1
     else:
-        assert effects == []
+        if event is OrderEvent.REJECTED and status is not S.REJECTED:
+            alert = only_alert(effects, "ORDER_REJECTED")
+            assert alert.text.endswith("rejected by V1: venue says no (not retryable)")
+        else:
+            assert effects == []
         assert order.status is (order.previous if target is PREVIOUS else target)
         assert engine.anomalies == 0
 
@@ -689,7 +704,8 @@ def test_engine_timer_when_unknown_purpose_then_alert() -> None:
     engine = make_engine()
     effects = engine.handle(TimerFired(ts_recv=NOW, timer_id="x", purpose="coffee"))
     assert only_alert(effects, "UNKNOWN_TIMER").text == (
-        "timer x has purpose 'coffee': expected 'ack_timeout'; ignored"
+        "timer x has purpose 'coffee': expected one of ack_timeout, retry, partial_timeout, "
+        "chase, stale_order, slice, breaker, risk_check, recon_timeout; ignored"
     )
 
 
@@ -723,7 +739,7 @@ def test_engine_kill_switch_when_halted_then_signals_denied_until_resume() -> No
     engine.handle(KillSwitch(ts_recv=2_000, operator="ann", reason="runaway"))
     rejected = denial(engine, signal(1))
     assert rejected.code == "halted"
-    assert rejected.reason == "trading halted by ann at ts 2000 (runaway): signal sig-1 denied"
+    assert rejected.reason == "trading halted for the firm (ann: runaway): signal sig-1 denied"
     assert engine.handle(Resume(ts_recv=3_000, operator="bob", reason="fixed")) == []
     assert not engine.halted
     submit(engine, 2)
@@ -782,17 +798,41 @@ def test_engine_status_report_when_request_pending_and_venue_shows_previous_then
     assert engine.handle(status_report(order, status=S.ACCEPTED)) == []
 
 
-def test_engine_status_report_when_different_then_recon_mismatch() -> None:
+def test_engine_status_report_when_more_filled_then_fill_recovered() -> None:
+    engine = make_engine()
+    order = submit(engine)
+    engine.handle(fill(order, 4, price=100))
+    report = status_report(order, status=S.FILLED, filled_qty=10, avg_price=106)
+    effects = engine.handle(report)
+    [adjusted] = effects
+    assert isinstance(adjusted, PositionAdjusted)
+    assert (adjusted.code, adjusted.qty, adjusted.price) == ("RECOVERED_FILL", 6, 110)
+    assert adjusted.reason == (
+        "V1 reports filled_qty 10 on order run-1, engine had 4: booked the missing 6 at 110"
+    )
+    assert (order.status, order.filled_qty) == (S.FILLED, 10)
+    assert engine.positions.strategy_qty("acc", "s1", "BTC-USD") == 10
+
+
+def test_engine_status_report_when_different_then_recon_mismatch_and_instrument_halted() -> None:
     engine = make_engine()
     order = submit(engine)
     engine.handle(fill(order, 4))
-    effects = engine.handle(status_report(order, status=S.FILLED, filled_qty=10))
-    alert = only_alert(effects, "RECON_MISMATCH")
+    effects = engine.handle(status_report(order, qty=12))
+    alert = effects[0]
+    assert isinstance(alert, Alert) and alert.code == "RECON_MISMATCH"
+    assert alert.severity is Severity.CRITICAL
     assert alert.text == (
-        "V1 reports order run-1 with status=FILLED, filled_qty=10; "
-        "engine has status=PARTIALLY_FILLED, filled_qty=4"
+        "V1 reports order run-1 with qty=12; engine has qty=10: "
+        "instrument BTC-USD halted until an operator resumes it"
     )
-    assert order.status is S.PARTIALLY_FILLED
+    assert isinstance(effects[1], CancelOrder) and effects[1].order_id == "run-1"
+    assert denial(engine, signal(2)).code == "halted"
+    assert (
+        engine.handle(Resume(ts_recv=NOW, operator="ann", reason="ok", scope="instrument:BTC-USD"))
+        == []
+    )
+    submit(engine, 3)
 
 
 def test_engine_status_report_when_unknown_order_then_recon_mismatch() -> None:
@@ -810,11 +850,15 @@ def test_engine_position_report_when_different_then_critical_mismatch() -> None:
     engine.handle(fill(order, 4))
     report = PositionReport(ts_recv=NOW, venue="V1", account="acc", instrument="BTC-USD", qty=4)
     assert engine.handle(report) == []
-    alert = only_alert(engine.handle(msgspec.structs.replace(report, qty=6)), "RECON_MISMATCH")
+    effects = engine.handle(msgspec.structs.replace(report, qty=6))
+    alert = effects[0]
+    assert isinstance(alert, Alert) and alert.code == "RECON_MISMATCH"
     assert alert.severity is Severity.CRITICAL
     assert alert.text == (
-        "V1 reports position 6 in BTC-USD for account acc; engine has 4 (net across venues)"
+        "V1 reports position 6 in BTC-USD for account acc; engine has 4 through V1 "
+        "(difference 2, tolerance 0): instrument halted until an operator resumes it"
     )
+    assert [type(e) for e in effects[1:]] == [CancelOrder]  # the working rest of run-1
 
 
 # --- reference data, market data, anything else -----------------------------------------
