@@ -46,12 +46,13 @@ def distance_bucket(ticks: int | None) -> int:
 def touch_distance_ticks(
     side_is_buy: bool, price: int | None, bid: int | None, ask: int | None, tick: int
 ) -> int | None:
-    """Return ticks between a limit price and the same-side touch (< 0 crosses), or None."""
+    """Return ticks between a limit price and the same-side touch (-1 crosses), or None."""
     if price is None or bid is None or ask is None or tick <= 0:
         return None
+    # A price inside the spread improves the touch: it rests at distance 0.
     if side_is_buy:
-        return -1 if price >= ask else (bid - price) // tick
-    return -1 if price <= bid else (price - ask) // tick
+        return -1 if price >= ask else max(bid - price, 0) // tick
+    return -1 if price <= bid else max(price - ask, 0) // tick
 
 
 def size_bucket(qty: int, lot_size: int) -> int:
