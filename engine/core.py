@@ -41,6 +41,7 @@ Invariants (DESIGN.md, "The one rule"):
 
 from __future__ import annotations
 
+import random
 from collections import deque
 from collections.abc import Callable, Mapping
 from itertools import islice
@@ -49,6 +50,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from engine.book import Book
+from engine.fillmodel import FillModel
 from engine.ids import IdGenerator
 from engine.instruments import Denial, instrument_problem, normalise_order
 from engine.messages import (
@@ -121,6 +123,7 @@ from engine.risk import (
     scope_of,
     venue_rules_denial,
 )
+from engine.router import RouteDecision, RouterConfig, RouteRequest, VenueState, route
 
 ACK_TIMEOUT = "ack_timeout"
 RETRY = "retry"
@@ -174,6 +177,8 @@ class EngineConfig(msgspec.Struct, frozen=True, kw_only=True):
     default_venue: dict[str, str] = {}  # instrument -> venue; else its first venue_symbols key
     ack_timeout_ns: int = 5_000_000_000
     risk: RiskConfig = RiskConfig()
+    router: RouterConfig | None = None  # None: signal.venue, else default_venue
+    fill_model_sha256: str | None = None  # the model the runner hands the engine
 
 
 class _Plan(NamedTuple):
@@ -187,6 +192,7 @@ class _Plan(NamedTuple):
     stop_price: int | None
     child_qty: int | None = None  # send in slices of this size (liquidity), None: at once
     hold: str | None = None  # why the order waits for an operator's review
+    children: tuple[tuple[str, int], ...] = ()  # the router's split across venues
 
 
 class _Slicing(NamedTuple):
@@ -214,10 +220,13 @@ class Engine:
         "_disconnected",
         "_duplicate_fills",
         "_exposure_groups",
+        "_fill_model",
         "_handlers",
         "_held",
         "_ids",
         "_instruments",
+        "_last_route",
+        "_latency",
         "_limits",
         "_money",
         "_open",
@@ -233,6 +242,7 @@ class Engine:
         "_retries",
         "_risk",
         "_risk_timer",
+        "_rng",
         "_signal_ids",
         "_signals",
         "_slices",
@@ -245,8 +255,12 @@ class Engine:
         "_working",
     )
 
-    def __init__(self, config: EngineConfig) -> None:
+    def __init__(self, config: EngineConfig, fill_model: FillModel | None = None) -> None:
         self._config = config
+        self._fill_model = fill_model
+        self._rng = random.Random(config.seed)  # the router's only source of chance
+        self._latency: dict[str, int] = {}  # venue -> smoothed submit-to-ack latency, ns
+        self._last_route: RouteDecision | None = None
         self._ids = IdGenerator(config.run_id)
         problem = config_problem(config.risk)
         if problem is not None:
@@ -527,6 +541,11 @@ class Engine:
                     venue=plan.venue,
                 )
             ]
+        if len(plan.children) > 1:
+            effects: list[Message] = []
+            for venue, qty in plan.children:
+                effects.extend(self._submit_plan(sig, plan._replace(venue=venue), qty))
+            return effects
         if plan.child_qty is None or plan.child_qty >= plan.qty:
             return self._submit_plan(sig, plan, plan.qty)
         first = self._submit_plan(sig, plan, plan.child_qty)
@@ -671,35 +690,22 @@ class Engine:
                 reason=f"instrument {name} is not approved for trading in reference data "
                 f"version {inst.version}",
             )
+        routed = sig.venue is None and self._config.router is not None
         venue = sig.venue if sig.venue is not None else self._default_venue(name)
-        if venue is None:
+        # A routed order's venue-specific checks become the router's suitability reasons.
+        if not routed and venue is None:
             return Denial(
                 code="unknown_venue",
                 reason=f"no venue for {name}: expected signal.venue, a default_venue "
                 "or venue_symbols, got none",
             )
-        if venue not in inst.venue_symbols:
+        if not routed and venue not in inst.venue_symbols:
             listed = ", ".join(sorted(inst.venue_symbols)) or "none"
             return Denial(
                 code="unknown_venue",
                 reason=f"venue {venue!r} not listed for {name}: expected one of {listed}",
             )
-        down = self._disconnected.get(venue)
-        if down is not None:
-            return Denial(
-                code="venue_disconnected",
-                reason=f"venue {venue} disconnected since ts {down.ts_recv} ({down.reason})",
-            )
-        since = self._reconciling.get(venue)
-        if since is not None:
-            return Denial(
-                code="venue_reconciling",
-                reason=f"venue {venue} reconnected at ts {since} and is reconciling orders "
-                "and positions: no new order until its reports are in",
-            )
-        denial = venue_rules_denial(
-            self._risk.venues.get(venue), venue, name, sig.order_type, sig.tif
-        )
+        denial = None if routed or venue is None else self._venue_denial(venue, name, sig)
         if denial is not None:
             return denial
         denial = _price_fields_denial(sig)
@@ -722,7 +728,7 @@ class Engine:
                 reason=f"qty {qty} above max_order_qty {limit[0]} for {name} "
                 f"({source} for scope {lscope!r})",
             )
-        quote = self._quotes.get((name, venue))
+        quote = None if venue is None else self._quotes.get((name, venue))
         normalised = normalise_order(
             inst,
             side=side,
@@ -735,12 +741,98 @@ class Engine:
         if isinstance(normalised, Denial):
             return normalised
         qty, price, stop_price = normalised
-        plan = _Plan(name, venue, side, qty, price, stop_price)
+        children: tuple[tuple[str, int], ...] = ()
+        if routed:
+            decision = self._route(sig, inst, side, qty, price)
+            if decision.chosen is None or not decision.children:
+                return Denial(code="no_route", reason=decision.explanation)
+            venue = decision.chosen
+            quote = self._quotes.get((name, venue))
+            children = tuple((c.venue, c.qty) for c in decision.children)
+        assert venue is not None
+        plan = _Plan(name, venue, side, qty, price, stop_price, children=children)
         denial = self._limit_denial(sig, plan, qty)
         if denial is not None:
             return denial
         # Stage 3: market state.
         return self._market_stage(sig, plan, quote)
+
+    def _venue_denial(self, venue: str, name: str, sig: Signal) -> Denial | None:
+        """Deny an order to a venue that is down, reconciling or does not take it."""
+        down = self._disconnected.get(venue)
+        if down is not None:
+            return Denial(
+                code="venue_disconnected",
+                reason=f"venue {venue} disconnected since ts {down.ts_recv} ({down.reason})",
+            )
+        since = self._reconciling.get(venue)
+        if since is not None:
+            return Denial(
+                code="venue_reconciling",
+                reason=f"venue {venue} reconnected at ts {since} and is reconciling orders "
+                "and positions: no new order until its reports are in",
+            )
+        return venue_rules_denial(
+            self._risk.venues.get(venue), venue, name, sig.order_type, sig.tif
+        )
+
+    def _route(
+        self, sig: Signal, inst: Instrument, side: Side, qty: int, price: int | None
+    ) -> RouteDecision:
+        """Ask the router where to send an order; venues not usable say why."""
+        assert self._config.router is not None
+        now = sig.ts_recv
+        name = inst.instrument
+        venues: list[VenueState] = []
+        for venue in inst.venue_symbols:
+            rules = self._risk.venues.get(venue)
+            quote = self._quotes.get((name, venue))
+            unusable = None
+            down = self._disconnected.get(venue)
+            if down is not None:
+                unusable = f"disconnected since ts {down.ts_recv}"
+            elif venue in self._reconciling:
+                unusable = "reconciling after a reconnect"
+            elif self.breaker_open(venue):
+                unusable = "circuit breaker open"
+            elif rules is not None and name in rules.do_not_trade:
+                unusable = "on its do-not-trade list"
+            venues.append(
+                VenueState(
+                    name=venue,
+                    bid_price=None if quote is None else quote.bid_price,
+                    bid_size=None if quote is None else quote.bid_size,
+                    ask_price=None if quote is None else quote.ask_price,
+                    ask_size=None if quote is None else quote.ask_size,
+                    quote_ts=None if quote is None else quote.ts_recv,
+                    maker_fee_bps=0.0 if rules is None else rules.maker_fee_bps,
+                    taker_fee_bps=0.0 if rules is None else rules.taker_fee_bps,
+                    latency_ns=self._latency.get(venue),
+                    order_types=tuple(OrderType) if rules is None else rules.order_types,
+                    tifs=tuple(TimeInForce) if rules is None else rules.tifs,
+                    unusable_reason=unusable,
+                )
+            )
+        request = RouteRequest(
+            instrument=name,
+            side=side,
+            qty=qty,
+            order_type=sig.order_type,
+            price=price,
+            tif=sig.tif,
+            ts=now,
+            tick_size=inst.tick_size,
+            lot_size=inst.lot_size,
+            min_qty=inst.min_qty,
+        )
+        decision = route(request, venues, self._fill_model, self._config.router, self._rng)
+        self._last_route = decision
+        return decision
+
+    @property
+    def last_route(self) -> RouteDecision | None:
+        """Return the router's last decision (for display and debugging)."""
+        return self._last_route
 
     def _reducing_denial(
         self, sig: Signal, side: Side, qty: int, scope: str, why: str
@@ -1220,6 +1312,10 @@ class Engine:
             status = order.apply(event, msg.ts_recv)
         except InvalidTransition:
             return [self._anomaly(msg, order, event, "not a legal transition")]
+        if before is OrderStatus.PENDING_NEW and isinstance(msg, OrderAccepted):
+            waited = msg.ts_recv - order.ts_created
+            old = self._latency.get(order.venue)
+            self._latency[order.venue] = waited if old is None else old + (waited - old) // 8
         if isinstance(msg, OrderAccepted | OrderReplaced) and msg.venue_order_id is not None:
             order.venue_order_id = msg.venue_order_id
         if isinstance(msg, OrderReplaced):

@@ -83,11 +83,13 @@ class LimitsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
 
 class VenueRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """What a venue accepts, and what we may not trade there."""
+    """What a venue accepts, what we may not trade there, and its fees (for the router)."""
 
     order_types: tuple[OrderType, ...] = tuple(OrderType)
     tifs: tuple[TimeInForce, ...] = tuple(TimeInForce)
     do_not_trade: tuple[str, ...] = ()
+    maker_fee_bps: float = 0.0  # what the router expects to pay (negative: a rebate)
+    taker_fee_bps: float = 0.0
 
 
 class MarketChecks(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
