@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import re
 import tomllib
+import types
+import typing
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,8 @@ import msgspec
 from engine.core import EngineConfig
 from engine.instruments import instrument_problem
 from engine.messages import AssetClass, Instrument
+from engine.risk import RiskConfig, config_problem
+from engine.router import RouterConfig
 from sim.venue import VenueConfig
 
 __all__ = ["ConfigError", "SimConfig", "demo_config", "load_config"]
@@ -37,7 +41,7 @@ __all__ = ["ConfigError", "SimConfig", "demo_config", "load_config"]
 DEFAULT_SEED = 7  # the demo's: `tape sim` without --config runs the demo's setup
 DEFAULT_ACK_TIMEOUT_NS = 5_000_000_000
 _MAX_PRECISION = 18
-_TOP_KEYS = ("seed", "engine", "instruments", "venues")
+_TOP_KEYS = ("seed", "engine", "instruments", "venues", "risk", "router")
 
 
 class ConfigError(Exception):
@@ -53,8 +57,13 @@ class SimConfig(msgspec.Struct, frozen=True, kw_only=True):
     max_order_qty: dict[str, int] = {}  # instrument or "*" -> size units
     default_venue: dict[str, str] = {}
     ack_timeout_ns: int = DEFAULT_ACK_TIMEOUT_NS
+    risk: RiskConfig = RiskConfig()
+    router: RouterConfig | None = None
+    fill_model: str | None = None  # path of a fitted fill model (Parquet), for the router
 
-    def engine_config(self, run_id: str, seed: int | None = None) -> EngineConfig:
+    def engine_config(
+        self, run_id: str, seed: int | None = None, fill_model_sha256: str | None = None
+    ) -> EngineConfig:
         """Return the engine config of a run with this setup (`seed` overrides the file's)."""
         return EngineConfig(
             run_id=run_id,
@@ -63,6 +72,9 @@ class SimConfig(msgspec.Struct, frozen=True, kw_only=True):
             max_order_qty=dict(self.max_order_qty),
             default_venue=dict(self.default_venue),
             ack_timeout_ns=self.ack_timeout_ns,
+            risk=self.risk,
+            router=self.router,
+            fill_model_sha256=fill_model_sha256,
         )
 
 
@@ -104,10 +116,16 @@ class _EngineSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     ack_timeout: Decimal = Decimal(DEFAULT_ACK_TIMEOUT_NS).scaleb(-9)  # seconds
 
 
+class _RouterSpec(RouterConfig, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    fill_model: str | None = None  # path of a fitted fill model, relative to the config file
+
+
 class _ConfigSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     seed: int = DEFAULT_SEED
     engine: _EngineSpec = msgspec.field(default_factory=_EngineSpec)
     instruments: list[_InstrumentSpec]
+    risk: RiskConfig = RiskConfig()
+    router: _RouterSpec | None = None
 
 
 _AT = re.compile(r"^(?P<text>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
@@ -145,14 +163,37 @@ def _problem(exc: msgspec.ValidationError, prefix: str = "") -> str:
 
 def _keys_at(where: str) -> str:
     """Name the keys allowed in the table at a key path."""
+    if where.startswith("venues"):
+        return ", ".join(f.name for f in msgspec.structs.fields(VenueConfig))
     struct: Any = _ConfigSpec
-    if where.startswith("instruments"):
-        struct = _InstrumentSpec
-    elif where.startswith("engine"):
-        struct = _EngineSpec
-    elif where.startswith("venues"):
-        struct = VenueConfig
+    parts = [p for p in re.sub(r"\[\d+\]", "", where).split(".") if p]
+    pending_key = False  # the next part is a dict key, not a field
+    for part in parts:
+        if pending_key:
+            pending_key = False
+            continue
+        hints = typing.get_type_hints(struct)
+        tp = hints.get(part)
+        if tp is None:
+            break
+        tp = _unwrap(tp)
+        if typing.get_origin(tp) is dict:
+            tp = _unwrap(typing.get_args(tp)[1])
+            pending_key = True
+        if not (isinstance(tp, type) and issubclass(tp, msgspec.Struct)):
+            break
+        struct = tp
     return ", ".join(f.name for f in msgspec.structs.fields(struct))
+
+
+def _unwrap(tp: Any) -> Any:
+    """Strip `X | None` and `list[X]` down to X."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) in (types.UnionType, typing.Union) and len(args) == 1:
+        return _unwrap(args[0])
+    if typing.get_origin(tp) in (list, tuple) and args:
+        return _unwrap(args[0])
+    return tp
 
 
 def _floats(value: Any) -> Any:
@@ -192,9 +233,12 @@ def load_config(path: str | Path) -> SimConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     try:
-        return _build(raw)
+        config = _build(raw)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    if config.fill_model is not None and not Path(config.fill_model).is_absolute():
+        config = msgspec.structs.replace(config, fill_model=str(path.parent / config.fill_model))
+    return config
 
 
 def _build(raw: dict[str, Any]) -> SimConfig:
@@ -224,7 +268,19 @@ def _build(raw: dict[str, Any]) -> SimConfig:
         seen[inst.instrument] = i
     by_name = {i.instrument: i for i in instruments}
     engine = spec.engine
+    problem = config_problem(spec.risk)
+    if problem is not None:
+        raise ConfigError(problem)
+    router: RouterConfig | None = None
+    fill_model: str | None = None
+    if spec.router is not None:
+        fields = msgspec.structs.asdict(spec.router)
+        fill_model = fields.pop("fill_model")
+        router = RouterConfig(**fields)
     return SimConfig(
+        risk=spec.risk,
+        router=router,
+        fill_model=fill_model,
         instruments=instruments,
         venues=venues,
         seed=spec.seed,

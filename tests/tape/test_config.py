@@ -149,7 +149,27 @@ def test_config_when_human_units_then_exact_integer_units(tmp_path: Path) -> Non
         ('seed = "x"\n' + INSTRUMENT + VENUES, "seed: expected int, got str"),
         (
             "colour = 1\n" + INSTRUMENT + VENUES,
-            "colour: unknown key: expected one of seed, engine, instruments, venues",
+            "colour: unknown key: expected one of seed, engine, instruments, venues, risk, router",
+        ),
+        (
+            "[risk.limits.firm]\nmax_gross_notional = -1\n" + INSTRUMENT + VENUES,
+            "risk.limits.firm.max_gross_notional must be >= 0, got -1",
+        ),
+        (
+            "[risk.limits.accounts.acc]\nmax_net_qty = 5\n" + INSTRUMENT + VENUES,
+            "risk.limits.accounts.acc.max_net_qty: quantity limits are in an instrument's size "
+            "units: expected them under risk.limits.instruments.<name> or risk.limits.firm "
+            "(a default for every instrument)",
+        ),
+        (
+            "[risk.limits.firm]\nmax_gros = 1\n" + INSTRUMENT + VENUES,
+            "risk.limits.firm.max_gros: unknown key: expected one of max_order_qty, "
+            "max_order_notional, max_net_qty, max_gross_qty, max_net_notional, "
+            "max_gross_notional, max_orders_per_window, daily_loss, max_drawdown",
+        ),
+        (
+            "[router]\ntop_k = 4\n" + INSTRUMENT + VENUES,
+            "router: RouterConfig.top_k: expected 1 to 3, got 4",
         ),
         (VENUES, "instruments: missing: required (at least one [[instruments]] table)"),
         (INSTRUMENT, "venues: missing: required (at least one [[venues]] table)"),
@@ -175,3 +195,17 @@ def test_config_when_not_toml_or_missing_then_error(tmp_path: Path) -> None:
     assert config_error(tmp_path, "x = [").startswith("not valid TOML: ")
     with pytest.raises(ConfigError, match="no such file"):
         load_config(tmp_path / "absent.toml")
+
+
+def test_config_when_risk_and_router_then_engine_config_carries_them(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        "[risk]\nmoney_precision = 2\n[risk.limits.firm]\nmax_gross_notional = 500\n"
+        '[router]\nmode = "model"\ntop_k = 2\nfill_model = "m.parquet"\n' + INSTRUMENT + VENUES
+    )
+    cfg = load_config(path)
+    engine = cfg.engine_config("r", fill_model_sha256="ab")
+    assert engine.risk.limits.firm.max_gross_notional == 500
+    assert engine.router is not None and (engine.router.mode, engine.router.top_k) == ("model", 2)
+    assert engine.fill_model_sha256 == "ab"
+    assert cfg.fill_model == str(tmp_path / "m.parquet")
