@@ -124,6 +124,7 @@ from engine.risk import (
     venue_rules_denial,
 )
 from engine.router import RouteDecision, RouterConfig, RouteRequest, VenueState, route
+from engine.sessions import Calendar, SessionError, format_ts
 
 ACK_TIMEOUT = "ack_timeout"
 RETRY = "retry"
@@ -134,6 +135,8 @@ SLICE = "slice"
 BREAKER = "breaker"
 RISK_CHECK = "risk_check"
 RECON_TIMEOUT = "recon_timeout"
+SESSION = "session"
+DAY_EXPIRY = "day_expiry"
 TIMER_PURPOSES = (
     ACK_TIMEOUT,
     RETRY,
@@ -144,6 +147,8 @@ TIMER_PURPOSES = (
     BREAKER,
     RISK_CHECK,
     RECON_TIMEOUT,
+    SESSION,
+    DAY_EXPIRY,
 )
 KNOWN_LIMITS = LIMIT_NAMES
 RECON_STRATEGY = "_recon"  # the strategy reconciliation adjustments are booked to
@@ -178,6 +183,7 @@ class EngineConfig(msgspec.Struct, frozen=True, kw_only=True):
     ack_timeout_ns: int = 5_000_000_000
     risk: RiskConfig = RiskConfig()
     router: RouterConfig | None = None  # None: signal.venue, else default_venue
+    calendars: dict[str, Calendar] = {}  # instrument (or "*" for the rest) -> its sessions
     fill_model_sha256: str | None = None  # the model the runner hands the engine
 
 
@@ -239,10 +245,13 @@ class Engine:
         "_quotes",
         "_rates",
         "_reconciling",
+        "_reported",
         "_retries",
         "_risk",
         "_risk_timer",
         "_rng",
+        "_session_state",
+        "_session_timers",
         "_signal_ids",
         "_signals",
         "_slices",
@@ -292,6 +301,9 @@ class Engine:
         self._limits = Limits(config.risk.limits)
         self._disconnected: dict[str, VenueDisconnected] = {}
         self._reconciling: dict[str, int] = {}  # venue -> ts of the reconnect
+        self._reported: dict[str, set[str]] = {}  # venue -> order ids reported since then
+        self._session_state: dict[str, tuple[int, bool]] = {}  # calendar key -> (until, open)
+        self._session_timers: dict[str, tuple[str, int]] = {}  # timer id -> (key, armed at)
         self._rates = RateWindow(config.risk.limits.rate_window_ns)
         self._aggregates: dict[str, Aggregate] = {}
         self._exposure_groups = tuple(k for k in config.risk.limits.exposure if k != "portfolio")
@@ -706,6 +718,8 @@ class Engine:
                 reason=f"venue {venue!r} not listed for {name}: expected one of {listed}",
             )
         denial = None if routed or venue is None else self._venue_denial(venue, name, sig)
+        if denial is None and self._config.calendars:
+            denial = self._session_denial(name, now)
         if denial is not None:
             return denial
         denial = _price_fields_denial(sig)
@@ -833,6 +847,106 @@ class Engine:
     def last_route(self) -> RouteDecision | None:
         """Return the router's last decision (for display and debugging)."""
         return self._last_route
+
+    def _calendar(self, instrument: str) -> tuple[str, Calendar] | None:
+        """Return the calendar key and calendar an instrument trades on, if any."""
+        calendars = self._config.calendars
+        key = instrument if instrument in calendars else "*"
+        cal = calendars.get(key)
+        return None if cal is None else (key, cal)
+
+    def _session_open(self, key: str, cal: Calendar, now: int) -> bool:
+        """Say whether a calendar's session is open, cached until its next event."""
+        cached = self._session_state.get(key)
+        if cached is not None and now < cached[0]:
+            return cached[1]
+        is_open = cal.is_open(now)
+        until = cal.next_event_ts(now)
+        self._session_state[key] = (now + 1 if until is None else until, is_open)
+        if until is None:
+            self._session_state[key] = (1 << 62, is_open)
+        return is_open
+
+    def _session_denial(self, instrument: str, now: int) -> Denial | None:
+        found = self._calendar(instrument)
+        if found is None:
+            return None
+        key, cal = found
+        if self._session_open(key, cal, now):
+            return None
+        nxt = cal.next_open(now)
+        when = "no session ahead" if nxt is None else f"next open {format_ts(nxt)}"
+        return Denial(
+            code="session_closed",
+            reason=f"{instrument} session ({cal.name}) closed at {format_ts(now)}: {when}",
+        )
+
+    def _session_timers_for(self, now: int) -> list[Message]:
+        """Arm one timer per calendar at its next event (open, close, roll, expiry)."""
+        armed = {key for key, _ in self._session_timers.values()}
+        effects: list[Message] = []
+        for key, cal in self._config.calendars.items():
+            if key in armed:
+                continue
+            nxt = cal.next_event_ts(now)
+            if nxt is not None:
+                timer = self._timer(now, nxt - now, SESSION, None)
+                self._session_timers[timer.timer_id] = (key, now)
+                effects.append(timer)
+        return effects
+
+    def _on_session(self, msg: TimerFired) -> list[Message]:
+        """Say each session event that happened, and arm the next one."""
+        armed = self._session_timers.pop(msg.timer_id, None)
+        if armed is None:
+            return []
+        key, since = armed
+        cal = self._config.calendars[key]
+        now = msg.ts_recv
+        effects: list[Message] = []
+        for event in cal.events(since, now):
+            text = f"{cal.name}: {event.kind.value} at {format_ts(event.ts)}"
+            if event.from_contract is not None:
+                text += f" from {event.from_contract} to {event.to_contract}"
+            elif event.contract is not None:
+                text += f" ({event.contract})"
+            effects.append(
+                Alert(
+                    ts_recv=now,
+                    severity=Severity.INFO,
+                    code=event.kind.value,
+                    text=text,
+                    instrument=None if key == "*" else key,
+                )
+            )
+        nxt = cal.next_event_ts(now)
+        if nxt is not None:
+            timer = self._timer(now, nxt - now, SESSION, None)
+            self._session_timers[timer.timer_id] = (key, now)
+            effects.append(timer)
+        return effects
+
+    def _day_expiry(self, instrument: str, now: int) -> int:
+        """Return when a DAY order placed now expires: its session's close, else UTC midnight."""
+        found = self._calendar(instrument)
+        if found is not None:
+            try:
+                close = found[1].session_close(now)
+            except SessionError:
+                close = None
+            if close is not None:
+                return close
+        return (now // NS_PER_DAY + 1) * NS_PER_DAY
+
+    def _on_day_expiry(self, msg: TimerFired) -> list[Message]:
+        order = self._timer_order(msg)
+        if order is None or not order.is_open:
+            return []
+        cancel = self._request_cancel(order, msg.ts_recv)
+        if cancel is None:
+            return []
+        text = f"DAY order {order.order_id} still working at the session close: canceling it"
+        return [self._info(msg.ts_recv, "DAY_EXPIRED", text, order), cancel]
 
     def _reducing_denial(
         self, sig: Signal, side: Side, qty: int, scope: str, why: str
@@ -1208,6 +1322,11 @@ class Engine:
             cmd,
             self._timer(now, self._config.ack_timeout_ns, ACK_TIMEOUT, cmd.order_id),
         ]
+        if cmd.tif is TimeInForce.DAY:
+            expires = self._day_expiry(cmd.instrument, now)
+            effects.append(self._timer(now, max(expires - now, 0), DAY_EXPIRY, cmd.order_id))
+        if self._config.calendars and len(self._session_timers) < len(self._config.calendars):
+            effects.extend(self._session_timers_for(now))
         stale = self._risk.lifecycle.stale_order_ns
         if stale is not None:
             effects.append(self._timer(now, stale, STALE_ORDER, cmd.order_id))
@@ -1470,6 +1589,8 @@ class Engine:
             BREAKER: self._on_breaker_timer,
             RISK_CHECK: self._on_risk_check,
             RECON_TIMEOUT: self._on_recon_timeout,
+            SESSION: self._on_session,
+            DAY_EXPIRY: self._on_day_expiry,
         }.get(msg.purpose)
         if handler is None:
             return [
@@ -1925,6 +2046,7 @@ class Engine:
         if was_down is None:
             return []
         self._reconciling[msg.venue] = msg.ts_recv
+        self._reported[msg.venue] = set()
         timer = self._timer(msg.ts_recv, self._config.ack_timeout_ns, RECON_TIMEOUT, None)
         return [
             RequestReports(
@@ -1943,7 +2065,24 @@ class Engine:
         since = self._reconciling.pop(msg.venue, None)
         if since is None:
             return []
+        reported = self._reported.pop(msg.venue, set())
+        effects: list[Message] = []
+        for order in list(self._open.values()):
+            if order.venue != msg.venue or order.order_id in reported:
+                continue
+            if order.status is not OrderStatus.PENDING_NEW:
+                continue  # acknowledged once: the venue knows it; a missing report is its gap
+            # The venue never received it (lost in the disconnect): safe to close and retry.
+            lost = OrderRejected(
+                ts_recv=msg.ts_recv,
+                order_id=order.order_id,
+                venue=msg.venue,
+                reason="lost in a disconnect: the venue reports no such order",
+                retryable=True,
+            )
+            effects.extend(self._on_venue_event(lost))
         return [
+            *effects,
             Alert(
                 ts_recv=msg.ts_recv,
                 severity=Severity.INFO,
@@ -1951,7 +2090,7 @@ class Engine:
                 text=f"{msg.venue} reconciled after the reconnect at ts {since}: new orders "
                 "may go out",
                 venue=msg.venue,
-            )
+            ),
         ]
 
     def _on_recon_timeout(self, msg: TimerFired) -> list[Message]:
@@ -1995,6 +2134,9 @@ class Engine:
         return []
 
     def _on_status_report(self, msg: OrderStatusReport) -> list[Message]:
+        reported = self._reported.get(msg.venue)
+        if reported is not None and msg.order_id is not None:
+            reported.add(msg.order_id)
         order = self._orders.get(msg.order_id) if msg.order_id is not None else None
         if order is None:
             text = (

@@ -22,6 +22,9 @@ Invariants:
     commands arriving inside a window are lost silently (the engine's ack timeout must
     notice); resting orders keep working, and what the venue sends during the window
     is delivered after `VenueConnected`.
+  - `lose_held`: what the venue sends inside a disconnect window is lost instead of
+    delivered after `VenueConnected`; the venue's books (sim/ledger.py) still have it, so
+    its reports after the reconnect (`RequestReports`) are the only way to recover it.
   - `stale_quotes`: windows in which the runner withholds market data from the engine
     (`stale`, `stale_mask`); the venue itself keeps seeing the market.
 """
@@ -93,6 +96,7 @@ class FaultPlan(msgspec.Struct, frozen=True, kw_only=True):
     duplicate_fill_rate: float = 0.0
     cancel_race_rate: float = 0.0
     disconnects: tuple[Window, ...] = ()
+    lose_held: bool = False  # what the venue sends while disconnected is lost, not delayed
     stale_quotes: tuple[Window, ...] = ()
 
     def __post_init__(self) -> None:

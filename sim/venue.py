@@ -79,6 +79,7 @@ from engine.messages import (
     QuoteTick,
     ReplaceOrder,
     ReplaceRejected,
+    RequestReports,
     Side,
     SubmitOrder,
     TimeInForce,
@@ -88,6 +89,7 @@ from engine.messages import (
 )
 from sim.faults import FaultPlan, in_windows
 from sim.latency import ConstantLatency, Latency, LatencyModel
+from sim.ledger import VenueLedger
 from sim.market import MTYPE_BOOK, MTYPE_QUOTE, MTYPE_TRADE, NULL, MarketView
 from sim.queue import UNKNOWN, QueueModelConfig, QueuePos, RiskAverseQueueModel
 
@@ -331,6 +333,7 @@ class SimVenue:
         self._hidden_at: int | None = None
         self._last_recv = -(1 << 62)
         self._held: Pending = []  # produced while disconnected
+        self.ledger = VenueLedger(self.name)  # what the venue knows, delivered or not
         self._disconnects = self.faults.disconnects
         for start, end in self._disconnects:
             self._push(start, _EV_EDGE, True)
@@ -366,7 +369,7 @@ class SimVenue:
         cancel) latency and is handled then, by `on_wakeup`. Returns nothing now."""
         if isinstance(cmd, SubmitOrder):
             arrive = now + self.latency.entry_ns(self._rng_latency)
-        elif isinstance(cmd, CancelOrder | ReplaceOrder):
+        elif isinstance(cmd, CancelOrder | ReplaceOrder | RequestReports):
             arrive = now + self.latency.cancel_ns(self._rng_latency)
         else:
             raise TypeError(f"venue {self.name}: not a venue command: {type(cmd).__name__}")
@@ -411,12 +414,17 @@ class SimVenue:
         if start:
             return [VenueDisconnected(ts_recv=t, venue=self.name, reason="simulated disconnect")]
         held, self._held = self._held, []
+        if self.faults.lose_held:
+            held = []  # lost for good: only the reports after the reconnect recover them
         return [VenueConnected(ts_recv=t, venue=self.name), *self._deliver(held, t)]
 
     def _deliver(self, out: Pending, t: int) -> list[Message]:
         """Stamp one venue event's messages (ts_recv); hold them while disconnected."""
         if not out:
             return []
+        record = self.ledger.record
+        for msg, _ in out:
+            record(msg)
         if self._disconnects and in_windows(self._disconnects, t):
             self._held += out
             return []
@@ -430,7 +438,10 @@ class SimVenue:
     def _arrive(self, cmd: Message, t: int) -> list[Message]:
         out: Pending = []
         if isinstance(cmd, SubmitOrder):
+            self.ledger.received(cmd)
             self._arrive_submit(cmd, t, out)
+        elif isinstance(cmd, RequestReports):
+            out += [(msg, 0) for msg in self.ledger.reports(t)]
         elif isinstance(cmd, CancelOrder):
             self._arrive_cancel(cmd, t, out)
         else:
