@@ -872,9 +872,12 @@ class Engine:
         if found is None:
             return None
         key, cal = found
-        if self._session_open(key, cal, now):
-            return None
-        nxt = cal.next_open(now)
+        try:
+            if self._session_open(key, cal, now):
+                return None
+            nxt = cal.next_open(now)
+        except SessionError as exc:
+            return Denial(code="session_closed", reason=f"{instrument} session: {exc}")
         when = "no session ahead" if nxt is None else f"next open {format_ts(nxt)}"
         return Denial(
             code="session_closed",
@@ -888,7 +891,10 @@ class Engine:
         for key, cal in self._config.calendars.items():
             if key in armed:
                 continue
-            nxt = cal.next_event_ts(now)
+            try:
+                nxt = cal.next_event_ts(now)
+            except SessionError:
+                continue  # out of the calendar's range: the gauntlet says so per order
             if nxt is not None:
                 timer = self._timer(now, nxt - now, SESSION, None)
                 self._session_timers[timer.timer_id] = (key, now)
@@ -904,7 +910,13 @@ class Engine:
         cal = self._config.calendars[key]
         now = msg.ts_recv
         effects: list[Message] = []
-        for event in cal.events(since, now):
+        try:
+            events = cal.events(since, now)
+            nxt = cal.next_event_ts(now)
+        except SessionError as exc:
+            text = f"{cal.name}: {exc}; session events stop"
+            return [Alert(ts_recv=now, severity=Severity.WARNING, code="SESSION_ERROR", text=text)]
+        for event in events:
             text = f"{cal.name}: {event.kind.value} at {format_ts(event.ts)}"
             if event.from_contract is not None:
                 text += f" from {event.from_contract} to {event.to_contract}"
@@ -919,7 +931,6 @@ class Engine:
                     instrument=None if key == "*" else key,
                 )
             )
-        nxt = cal.next_event_ts(now)
         if nxt is not None:
             timer = self._timer(now, nxt - now, SESSION, None)
             self._session_timers[timer.timer_id] = (key, now)

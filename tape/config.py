@@ -34,6 +34,7 @@ from engine.instruments import instrument_problem
 from engine.messages import AssetClass, Instrument
 from engine.risk import RiskConfig, config_problem
 from engine.router import RouterConfig
+from engine.sessions import Calendar, CalendarConfigError, load_calendars
 from sim.venue import VenueConfig
 
 __all__ = ["ConfigError", "SimConfig", "demo_config", "load_config"]
@@ -41,7 +42,7 @@ __all__ = ["ConfigError", "SimConfig", "demo_config", "load_config"]
 DEFAULT_SEED = 7  # the demo's: `tape sim` without --config runs the demo's setup
 DEFAULT_ACK_TIMEOUT_NS = 5_000_000_000
 _MAX_PRECISION = 18
-_TOP_KEYS = ("seed", "engine", "instruments", "venues", "risk", "router")
+_TOP_KEYS = ("seed", "engine", "instruments", "venues", "risk", "router", "calendars")
 
 
 class ConfigError(Exception):
@@ -60,6 +61,7 @@ class SimConfig(msgspec.Struct, frozen=True, kw_only=True):
     risk: RiskConfig = RiskConfig()
     router: RouterConfig | None = None
     fill_model: str | None = None  # path of a fitted fill model (Parquet), for the router
+    calendars: dict[str, Calendar] = {}  # instrument or "*" -> trading calendar
 
     def engine_config(
         self, run_id: str, seed: int | None = None, fill_model_sha256: str | None = None
@@ -75,6 +77,7 @@ class SimConfig(msgspec.Struct, frozen=True, kw_only=True):
             risk=self.risk,
             router=self.router,
             fill_model_sha256=fill_model_sha256,
+            calendars=dict(self.calendars),
         )
 
 
@@ -126,6 +129,7 @@ class _ConfigSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     instruments: list[_InstrumentSpec]
     risk: RiskConfig = RiskConfig()
     router: _RouterSpec | None = None
+    calendars: dict[str, Any] = {}
 
 
 _AT = re.compile(r"^(?P<text>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
@@ -277,7 +281,17 @@ def _build(raw: dict[str, Any]) -> SimConfig:
         fields = msgspec.structs.asdict(spec.router)
         fill_model = fields.pop("fill_model")
         router = RouterConfig(**fields)
+    try:
+        calendars = load_calendars(spec.calendars)
+    except CalendarConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    for name in calendars:
+        if name != "*" and name not in by_name:
+            raise ConfigError(
+                f'calendars.{name}: expected an instrument ({", ".join(by_name)}) or "*"'
+            )
     return SimConfig(
+        calendars=calendars,
         risk=spec.risk,
         router=router,
         fill_model=fill_model,

@@ -125,3 +125,10 @@ def test_session_when_timers_fire_then_open_close_and_roll_alerts() -> None:
     assert any("AAPL: SESSION_OPEN" in text for text in seen)
     assert any("AAPL: SESSION_CLOSE" in text for text in seen)
     assert any("ES: ROLL" in text and "from ESH24 to ESM24" in text for text in seen), seen
+
+
+def test_session_when_instant_outside_calendar_range_then_denied_not_raised() -> None:
+    eng = engine()
+    [rejected] = eng.handle(signal(5))  # 1970: before the calendar's supported years
+    assert isinstance(rejected, SignalRejected) and rejected.code == "session_closed"
+    assert "outside the supported years" in rejected.reason

@@ -149,7 +149,8 @@ def test_config_when_human_units_then_exact_integer_units(tmp_path: Path) -> Non
         ('seed = "x"\n' + INSTRUMENT + VENUES, "seed: expected int, got str"),
         (
             "colour = 1\n" + INSTRUMENT + VENUES,
-            "colour: unknown key: expected one of seed, engine, instruments, venues, risk, router",
+            "colour: unknown key: expected one of seed, engine, instruments, venues, risk, router, "
+            "calendars",
         ),
         (
             "[risk.limits.firm]\nmax_gross_notional = -1\n" + INSTRUMENT + VENUES,
@@ -209,3 +210,19 @@ def test_config_when_risk_and_router_then_engine_config_carries_them(tmp_path: P
     assert engine.router is not None and (engine.router.mode, engine.router.top_k) == ("model", 2)
     assert engine.fill_model_sha256 == "ab"
     assert cfg.fill_model == str(tmp_path / "m.parquet")
+
+
+def test_config_when_docs_risk_example_then_it_loads(tmp_path: Path) -> None:
+    """The TOML example of docs/risk.md is a working config (docs that cannot rot)."""
+    text = (Path(__file__).parents[2] / "docs" / "risk.md").read_text()
+    example = text.split("```toml\n", 1)[1].split("```", 1)[0]
+    example = example.replace("BTC-USD", "X").replace("ACC-1", "acc").replace("ALPHA", "A")
+    example = example.replace('do_not_trade = ["SOL-USD"]', 'do_not_trade = ["X"]')
+    path = tmp_path / "c.toml"
+    path.write_text(example + '\n[calendars."*"]\nkind = "crypto"\n' + INSTRUMENT + VENUES)
+    cfg = load_config(path)
+    engine = cfg.engine_config("r")
+    assert engine.risk.limits.instruments["X"].max_net_qty == 200000
+    assert engine.risk.limits.exposure["asset_class:CRYPTO"] == 8_000_000_00
+    assert engine.risk.breaker.threshold_bps == 500
+    assert engine.calendars["*"].is_open(1_767_225_600_000_000_000)
