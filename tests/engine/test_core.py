@@ -705,7 +705,8 @@ def test_engine_timer_when_unknown_purpose_then_alert() -> None:
     effects = engine.handle(TimerFired(ts_recv=NOW, timer_id="x", purpose="coffee"))
     assert only_alert(effects, "UNKNOWN_TIMER").text == (
         "timer x has purpose 'coffee': expected one of ack_timeout, retry, partial_timeout, "
-        "chase, stale_order, slice, breaker, risk_check, recon_timeout, session, day_expiry; ignored"
+        "chase, stale_order, slice, breaker, risk_check, recon_timeout, session, "
+        "day_expiry; ignored"
     )
 
 
