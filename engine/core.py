@@ -50,7 +50,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from engine.book import Book
-from engine.fillmodel import FillModel
+from engine.fillmodel import FillModel, model_sha256
 from engine.ids import IdGenerator
 from engine.instruments import Denial, instrument_problem, normalise_order
 from engine.messages import (
@@ -266,6 +266,13 @@ class Engine:
 
     def __init__(self, config: EngineConfig, fill_model: FillModel | None = None) -> None:
         self._config = config
+        expected = config.fill_model_sha256
+        got = None if fill_model is None else model_sha256(fill_model)
+        if expected != got:
+            raise ValueError(
+                f"EngineConfig.fill_model_sha256 is {expected}, but the fill model handed in "
+                f"has {got}: expected the model the config names"
+            )
         self._fill_model = fill_model
         self._rng = random.Random(config.seed)  # the router's only source of chance
         self._latency: dict[str, int] = {}  # venue -> smoothed submit-to-ack latency, ns

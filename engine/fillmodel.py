@@ -15,9 +15,14 @@ Invariants:
   present, and None when the venue is unknown to the model (the router then falls back
   to static rules).
 - Probabilities and bps are floats: they steer choices, they never touch positions.
+- A model has one canonical byte form (`encode_model`: JSON, cells in key order); its
+  sha256 (`model_sha256`) is what the engine config and the run manifest record, and a
+  run directory keeps those bytes (`fill_model.json`) so its replay loads the same model.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import msgspec
 
@@ -144,3 +149,59 @@ class FillModel(msgspec.Struct, frozen=True, kw_only=True):
 def smoothed(fills: int, n: int, parent_p: float, strength: float) -> float:
     """Return the Beta-posterior mean of a rate with a prior centred on `parent_p`."""
     return (fills + strength * parent_p) / (n + strength)
+
+
+class _ModelFile(msgspec.Struct, frozen=True, kw_only=True):
+    """The canonical JSON form of a model: cells as (key, cell) pairs in key order."""
+
+    horizon_ns: int
+    prior_strength: float
+    cells: list[tuple[Key, Cell]]
+    fitted_on: tuple[str, ...] = ()
+    n_orders: int = 0
+    buckets_version: int = BUCKETS_VERSION
+
+
+def _key_order(key: Key) -> tuple[str, str, str, str, int, int, int]:
+    return (key.venue, key.instrument, key.side, key.order_type, key.distance, key.size, key.tod)
+
+
+def encode_model(model: FillModel) -> bytes:
+    """Return the canonical JSON bytes of a model (the same model, the same bytes)."""
+    cells = sorted(model.cells.items(), key=lambda kv: _key_order(kv[0]))
+    return msgspec.json.encode(
+        _ModelFile(
+            horizon_ns=model.horizon_ns,
+            prior_strength=model.prior_strength,
+            cells=cells,
+            fitted_on=model.fitted_on,
+            n_orders=model.n_orders,
+            buckets_version=model.buckets_version,
+        )
+    )
+
+
+def decode_model(data: bytes, where: str = "fill model") -> FillModel:
+    """Read canonical JSON bytes back into a model; a bad file names what is wrong."""
+    try:
+        raw = msgspec.json.decode(data, type=_ModelFile)
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"{where}: not a fill model: {exc}") from None
+    if raw.buckets_version != BUCKETS_VERSION:
+        raise ValueError(
+            f"{where}: buckets_version {raw.buckets_version}, expected {BUCKETS_VERSION}: "
+            "refit the model with this version of Tape"
+        )
+    return FillModel(
+        horizon_ns=raw.horizon_ns,
+        prior_strength=raw.prior_strength,
+        cells=dict(raw.cells),
+        fitted_on=raw.fitted_on,
+        n_orders=raw.n_orders,
+        buckets_version=raw.buckets_version,
+    )
+
+
+def model_sha256(model: FillModel) -> str:
+    """Return the sha256 hex of a model's canonical bytes: what manifests record."""
+    return hashlib.sha256(encode_model(model)).hexdigest()

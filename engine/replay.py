@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 
 from engine.codec import KIND_DICTIONARY, decode_messages
 from engine.core import Engine, EngineConfig
+from engine.fillmodel import FillModel, decode_model, model_sha256
 from engine.journal import JournalReader, Manifest
 from engine.messages import KIND_CODE, Message, QuoteTick, TradeTick
 
@@ -75,6 +76,30 @@ def engine_config(manifest: Manifest) -> EngineConfig:
         raise ValueError(f"manifest.json of run {manifest.run_id}: config invalid: {exc}") from exc
 
 
+FILL_MODEL_FILE = "fill_model.json"
+
+
+def load_run_fill_model(run_dir: Path, config: EngineConfig) -> FillModel | None:
+    """Load the fill model a run was routed with, checking it is the one its config names."""
+    if config.fill_model_sha256 is None:
+        return None
+    path = run_dir / FILL_MODEL_FILE
+    try:
+        model = decode_model(path.read_bytes(), where=str(path))
+    except FileNotFoundError:
+        raise ValueError(
+            f"run {config.run_id}: its config names fill model {config.fill_model_sha256}, "
+            f"but {path} is missing"
+        ) from None
+    got = model_sha256(model)
+    if got != config.fill_model_sha256:
+        raise ValueError(
+            f"{path}: sha256 {got}, expected {config.fill_model_sha256} (the run's config): "
+            "the model was changed after the run"
+        )
+    return model
+
+
 def replay(
     run_dir: Path, *, verify: bool = True, every_tick: bool = False
 ) -> tuple[ReplayResult, Engine]:
@@ -86,7 +111,8 @@ def replay(
     hands every input over, for a replay that trusts no contract.
     """
     reader = JournalReader(run_dir)
-    engine = Engine(engine_config(reader.manifest))
+    config = engine_config(reader.manifest)
+    engine = Engine(config, fill_model=load_run_fill_model(run_dir, config))
     gc_was_enabled = gc.isenabled()
     gc.disable()  # replay allocates many short-lived, acyclic messages: ~15% faster
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.core import Engine, EngineConfig
-from engine.fillmodel import Cell, FillModel, Key
+from engine.fillmodel import Cell, FillModel, Key, decode_model, encode_model, model_sha256
 from engine.messages import (
     AssetClass,
     Instrument,
@@ -39,7 +39,10 @@ def engine(router: RouterConfig, model: FillModel | None = None, **kw: Any) -> E
             "C": VenueRules(taker_fee_bps=1.0),
         }
     )
-    config = EngineConfig(run_id="r", instruments=(BTC,), router=router, risk=risk, **kw)
+    sha = None if model is None else model_sha256(model)
+    config = EngineConfig(
+        run_id="r", instruments=(BTC,), router=router, risk=risk, fill_model_sha256=sha, **kw
+    )
     eng = Engine(config, fill_model=model)
     for venue, bid, ask, size in (
         ("A", 9990, 10000, 50),
@@ -130,3 +133,29 @@ def test_engine_route_when_every_venue_unusable_then_no_route_with_reasons() -> 
     assert isinstance(rejected, SignalRejected) and rejected.code == "no_route"
     for venue in ("A", "B", "C"):
         assert f"{venue}: unusable: disconnected since ts {NOW}" in rejected.reason
+
+
+def test_engine_fill_model_when_sha_differs_then_refused() -> None:
+    model = FillModel(horizon_ns=1, prior_strength=1.0, cells={})
+    try:
+        Engine(EngineConfig(run_id="r", instruments=(BTC,), fill_model_sha256="00"), model)
+    except ValueError as exc:
+        assert "fill_model_sha256 is 00" in str(exc)
+    else:
+        raise AssertionError("a model that is not the one the config names was accepted")
+
+
+def test_fill_model_when_encoded_then_decodes_equal_with_stable_sha() -> None:
+    cells = {
+        Key("B", "X", "BUY", "LIMIT", 0, 1, 3): Cell(
+            n=3, fills=1, p_fill=0.4, slippage_bps=1.5, latency_ns=9
+        ),
+        Key("A"): Cell(n=9, fills=9, p_fill=0.9, slippage_bps=0.0, latency_ns=1),
+    }
+    model = FillModel(horizon_ns=5, prior_strength=10.0, cells=cells, fitted_on=("r1",))
+    again = decode_model(encode_model(model))
+    assert again == model
+    shuffled = FillModel(
+        horizon_ns=5, prior_strength=10.0, cells=dict(reversed(cells.items())), fitted_on=("r1",)
+    )
+    assert model_sha256(shuffled) == model_sha256(model)
