@@ -605,7 +605,13 @@ class Engine:
             cancel = self._request_cancel(order, now)
             if cancel is not None:
                 effects.append(cancel)
-        self._drop_slices(sig.cancels or "")
+        dropped = self._drop_slices(sig.cancels or "") + self._drop_retries(sig.cancels or "")
+        if not effects and dropped:
+            text = (
+                f"signal {sig.signal_id} canceled signal {sig.cancels}: {dropped} pending "
+                "slice or retry dropped, nothing working at a venue"
+            )
+            return [Alert(ts_recv=now, severity=Severity.INFO, code="PENDING_DROPPED", text=text)]
         if not effects:
             denial = Denial(
                 code="nothing_to_cancel",
@@ -615,10 +621,23 @@ class Engine:
             return [self._signal_rejected(sig, denial)]
         return effects
 
-    def _drop_slices(self, signal_id: str) -> None:
+    def _drop_slices(self, signal_id: str) -> int:
+        """Forget the unsent slices of a signal; return how many were pending."""
+        dropped = 0
         for timer_id, slicing in list(self._slices.items()):
             if slicing.sig.signal_id == signal_id:
                 del self._slices[timer_id]
+                dropped += 1
+        return dropped
+
+    def _drop_retries(self, signal_id: str) -> int:
+        """Forget the scheduled retries of a signal; return how many were pending."""
+        dropped = 0
+        for timer_id, order in list(self._retries.items()):
+            if order.signal_id == signal_id:
+                del self._retries[timer_id]
+                dropped += 1
+        return dropped
 
     def _cancel_target_denial(self, sig: Signal) -> Denial | None:
         """Say why a CANCEL signal cannot act on its target, or None."""
@@ -1071,7 +1090,7 @@ class Engine:
                 cap = exposure.get(group)
                 if cap is None:
                     continue
-                agg = self._aggregate(group)
+                agg = self._aggregate("*" if group == "portfolio" else group)
                 _, _, gross = agg.with_order(self._money, name, plan.side, qty, ref)
                 if gross > cap:
                     return Denial(
@@ -1324,7 +1343,10 @@ class Engine:
                 self._signals[cmd.signal_id] = sig
         key = (cmd.account, cmd.strategy, cmd.instrument)
         self._working.setdefault(key, {})[cmd.order_id] = order
-        self._track(order, 0, cmd.qty, cmd.price)
+        value_at = cmd.price
+        if value_at is None and sig is not None:
+            value_at = sig.signal_price  # what the gauntlet valued a market order at
+        self._track(order, 0, cmd.qty, value_at)
         for rate_key in (
             "*",
             f"account:{cmd.account}",
@@ -1374,15 +1396,21 @@ class Engine:
             value_at = price if price is not None else order.price
         if value_at is None:
             value_at = self._valued_at(name)
+        self._apply_aggregates(order.account, order.strategy, name, spos, dwb, dws, value_at)
+
+    def _apply_aggregates(
+        self, account: str, strategy: str, name: str, spos: int, dwb: int, dws: int, price: int
+    ) -> None:
+        """Change one instrument's quantities in every aggregate it belongs to."""
         money = self._money
-        for scope in ("*", f"account:{order.account}", f"strategy:{order.strategy}"):
-            self._aggregate(scope).apply(money, name, spos, dwb, dws, value_at)
-        if self._risk.limits.exposure:
+        for scope in ("*", f"account:{account}", f"strategy:{strategy}"):
+            self._aggregate(scope).apply(money, name, spos, dwb, dws, price)
+        if self._exposure_groups:
             inst = self._instruments.get(name)
             if inst is not None:
                 for group in self._groups_of(inst):
-                    if group != "portfolio":
-                        self._aggregate(group).apply(money, name, spos, dwb, dws, value_at)
+                    if group != "portfolio":  # the portfolio is the firm aggregate, "*"
+                        self._aggregate(group).apply(money, name, spos, dwb, dws, price)
 
     def _valued_at(self, name: str) -> int:
         """Return the price an instrument was last valued at in the firm aggregate."""
@@ -1463,10 +1491,11 @@ class Engine:
         if status in TERMINAL:
             self._forget_open(order)
         if isinstance(msg, OrderRejected) and before is not OrderStatus.REJECTED:
-            return self._on_rejected(msg, order)  # a repeated reject is not a new one
+            # A repeated reject is not a new one; an order we were canceling stays dead.
+            return self._on_rejected(msg, order, retry=before is not OrderStatus.PENDING_CANCEL)
         return []
 
-    def _on_rejected(self, msg: OrderRejected, order: Order) -> list[Message]:
+    def _on_rejected(self, msg: OrderRejected, order: Order, retry: bool = True) -> list[Message]:
         """Retry a retryable reject with backoff (a new order id); escalate the rest."""
         now = msg.ts_recv
         effects: list[Message] = []
@@ -1474,7 +1503,7 @@ class Engine:
         if breaker is not None and breaker.record_error(now):
             effects.extend(self._open_breaker(order.venue, breaker, now))
         policy = self._risk.lifecycle
-        retryable = msg.retryable or msg.reason in policy.retryable_reasons
+        retryable = retry and (msg.retryable or msg.reason in policy.retryable_reasons)
         sid = order.signal_id
         attempts = self._attempts.get(sid, 0) if sid is not None else policy.max_retries
         if retryable and attempts < policy.max_retries and order.filled_qty == 0:
@@ -1497,7 +1526,9 @@ class Engine:
             )
             effects.append(timer)
             return effects
-        if retryable and attempts >= policy.max_retries:
+        if not retry:
+            why = "a cancel was pending: not retried"
+        elif retryable and attempts >= policy.max_retries:
             why = f"retryable, but {attempts} retries already made"
         else:
             why = "retryable, but partly filled" if retryable else "not retryable"
@@ -1668,6 +1699,10 @@ class Engine:
         denial = self._resend_denial(sig, plan, rejected.qty)
         if denial is not None:
             return [self._signal_rejected(sig, denial)]
+        if self.breaker_open(plan.venue):  # wait for it, without using up a retry
+            timer = self._timer(msg.ts_recv, self._risk.lifecycle.retry_backoff_ns, RETRY, None)
+            self._retries[timer.timer_id] = rejected
+            return [timer]
         return self._submit_plan(sig, plan, rejected.qty)
 
     def _resend_denial(self, sig: Signal, plan: _Plan, qty: int) -> Denial | None:
@@ -1714,6 +1749,12 @@ class Engine:
         ):
             return []
         chased = self._chases.get(order.order_id, 0)
+        state, _, _ = self._states.effective(order.account, order.strategy, order.instrument)
+        if state is TradingState.HALTED:
+            return []  # no replace while halted: the halt's cancels stand
+        if order.venue in self._disconnected or order.venue in self._reconciling:
+            again = self._timer(msg.ts_recv, policy.chase_interval_ns, CHASE, order.order_id)
+            return [again] if chased < policy.max_chases else []
         quote = self._quotes.get((order.instrument, order.venue))
         touch = None
         if quote is not None:
@@ -1768,6 +1809,11 @@ class Engine:
         if denial is not None:
             why = f"slice {sent + 1}: {denial.reason}; {left} of {plan.qty} not sent"
             return [self._signal_rejected(sig, Denial(code=denial.code, reason=why))]
+        interval = self._risk.market.slice_interval_ns
+        if self.breaker_open(plan.venue):  # the next child waits for the breaker to close
+            timer = self._timer(msg.ts_recv, interval, SLICE, None)
+            self._slices[timer.timer_id] = slicing._replace(sig=sig)
+            return [timer]
         effects = self._submit_plan(sig, plan, child)
         if left > child:
             timer = self._timer(msg.ts_recv, self._risk.market.slice_interval_ns, SLICE, None)
@@ -1935,7 +1981,9 @@ class Engine:
         if msg.limit == "max_order_qty" and (msg.scope == "*" or ":" not in msg.scope):
             problem = self._qty_override_problem(msg)
             if problem is None:
+                # The legacy per-instrument table and the limit hierarchy both take it.
                 self._qty_overrides[msg.scope] = msg
+                self._limits.override(msg)
                 return []
         else:
             problem = self._limits.override(msg)
@@ -2303,8 +2351,7 @@ class Engine:
         key = (msg.venue, msg.account, msg.instrument)
         self._venue_positions[key] = self._venue_positions.get(key, 0) + diff
         self._qtys.apply(msg.account, RECON_STRATEGY, msg.instrument, diff, 0, 0)
-        for scope in ("*", f"account:{msg.account}", f"strategy:{RECON_STRATEGY}"):
-            self._aggregate(scope).apply(self._money, msg.instrument, diff, 0, 0, price)
+        self._apply_aggregates(msg.account, RECON_STRATEGY, msg.instrument, diff, 0, 0, price)
         return [
             PositionAdjusted(
                 ts_recv=msg.ts_recv,

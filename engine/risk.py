@@ -65,6 +65,33 @@ class LimitSet(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
 LIMIT_NAMES: tuple[str, ...] = tuple(LimitSet.__struct_fields__)
 _QTY_LIMITS = ("max_order_qty", "max_net_qty", "max_gross_qty")
+_MONEY_SCOPE_LIMITS = (
+    "max_order_notional",
+    "max_net_notional",
+    "max_gross_notional",
+    "max_orders_per_window",
+    "daily_loss",
+    "max_drawdown",
+)
+# The limits the engine reads at each level (firm quantity limits: a default per instrument).
+LIMITS_AT: dict[str, tuple[str, ...]] = {
+    "firm": LIMIT_NAMES,
+    "account": _MONEY_SCOPE_LIMITS,
+    "strategy": _MONEY_SCOPE_LIMITS,
+    "instrument": (*_QTY_LIMITS, "max_order_notional"),
+    "venue": ("max_orders_per_window",),
+}
+_LEVEL_OF_FIELD = {
+    "accounts": "account",
+    "strategies": "strategy",
+    "instruments": "instrument",
+    "venues": "venue",
+}
+
+
+def _not_read_at(level: str, name: str) -> str:
+    where = [lvl for lvl, names in LIMITS_AT.items() if name in names]
+    return f"{name} is not a limit at the {level} level: expected it at {' or '.join(where)}"
 
 
 class LimitsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -157,24 +184,24 @@ def config_problem(cfg: RiskConfig) -> str | None:
     for cur, rate in cfg.fx_rates.items():
         if _parse_rate(rate) is None:
             return f"risk.fx_rates[{cur!r}] must be a positive decimal string, got {rate!r}"
-    scopes: list[tuple[str, LimitSet]] = [("firm", cfg.limits.firm)]
-    for field in ("accounts", "strategies", "instruments", "venues"):
-        scopes += [(f"{field}.{k}", v) for k, v in getattr(cfg.limits, field).items()]
-    for where, limits in scopes:
+    scopes: list[tuple[str, str, LimitSet]] = [("firm", "firm", cfg.limits.firm)]
+    for field, level in _LEVEL_OF_FIELD.items():
+        scopes += [(f"{field}.{k}", level, v) for k, v in getattr(cfg.limits, field).items()]
+    for where, level, limits in scopes:
         for name in LIMIT_NAMES:
             value = getattr(limits, name)
-            if value is not None and value < 0:
+            if value is None:
+                continue
+            if value < 0:
                 return f"risk.limits.{where}.{name} must be >= 0, got {value}"
-            if (
-                value is not None
-                and name in _QTY_LIMITS
-                and where.startswith(("acc", "str", "ven"))
-            ):
-                return (
-                    f"risk.limits.{where}.{name}: quantity limits are in an instrument's size "
-                    "units: expected them under risk.limits.instruments.<name> or "
-                    "risk.limits.firm (a default for every instrument)"
-                )
+            if name not in LIMITS_AT[level]:
+                if name in _QTY_LIMITS:
+                    return (
+                        f"risk.limits.{where}.{name}: quantity limits are in an instrument's "
+                        "size units: expected them under risk.limits.instruments.<name> or "
+                        "risk.limits.firm (a default for every instrument)"
+                    )
+                return f"risk.limits.{where}.{name}: {_not_read_at(level, name)}"
     for key, value in cfg.limits.exposure.items():
         group = key.split(":", 1)[0]
         if key != "portfolio" and group not in ("asset_class", "sector", "country"):
@@ -532,6 +559,8 @@ class Limits:
             return f"limit {msg.limit!r} unknown, expected one of {', '.join(LIMIT_NAMES)}"
         if msg.limit in _QTY_LIMITS and level not in ("instrument", "firm"):
             return f"limit {msg.limit} is in size units: expected an instrument scope or '*'"
+        if msg.limit not in LIMITS_AT[level]:
+            return _not_read_at(level, msg.limit)
         if msg.value < 0:
             return f"value must be >= 0, got {msg.value}"
         self._overrides[level, name, msg.limit] = msg

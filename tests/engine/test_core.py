@@ -669,7 +669,12 @@ def test_engine_venue_event_when_any_status_then_table_or_anomaly(
     else:
         if event is OrderEvent.REJECTED and status is not S.REJECTED:
             alert = only_alert(effects, "ORDER_REJECTED")
-            assert alert.text.endswith("rejected by V1: venue says no (not retryable)")
+            why = (
+                "a cancel was pending: not retried"
+                if status is S.PENDING_CANCEL
+                else "not retryable"
+            )
+            assert alert.text.endswith(f"rejected by V1: venue says no ({why})")
         else:
             assert effects == []
         assert order.status is (order.previous if target is PREVIOUS else target)
