@@ -48,6 +48,8 @@ def _ns(ts: int | None) -> str:
 
 def cmd_replay(args: argparse.Namespace, out: Console) -> int:
     run_dir = resolve_run(args.run, args.journals)
+    if args.what_if is not None:
+        return cmd_what_if(args, run_dir, out)
     started = time.perf_counter()
     result, engine = replay(run_dir, verify=args.verify)
     elapsed = time.perf_counter() - started
@@ -63,6 +65,26 @@ def cmd_replay(args: argparse.Namespace, out: Console) -> int:
     )
     if args.positions:
         out.print(positions_table(engine, title="net positions after replay"))
+    return 0
+
+
+def cmd_what_if(args: argparse.Namespace, run_dir: Path, out: Console) -> int:
+    """Re-run a journal's market data and signals under another config; print the summary."""
+    from analytics.summary import render, summarize
+    from tape.sim_cmd import free_run_id
+    from tape.whatif import WhatIfError, run_what_if
+
+    if args.verify or args.positions:
+        raise UsageError("--what-if makes a new run: --verify and --positions do not apply")
+    run_id = free_run_id(args.journals, args.run_id, base=f"{run_dir.name}-whatif")
+    try:
+        result = run_what_if(run_dir, args.what_if, args.journals, run_id)
+    except WhatIfError as exc:
+        raise UsageError(str(exc)) from None
+    out.print(render(summarize(result.run_dir, wall_s=result.wall_s)))
+    out.print(
+        f"what-if run at {result.run_dir}; compare: tape tca --compare {run_dir} {result.run_dir}"
+    )
     return 0
 
 
@@ -128,10 +150,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     from tape.demo import add_demo_parser
+    from tape.export_cmd import add_export_parser
+    from tape.limits_cmd import add_limits_parser
     from tape.sim_cmd import add_sim_parser
+    from tape.tca_cmd import add_tca_parser
 
     add_demo_parser(sub, common)
+    add_limits_parser(sub, common)
     add_sim_parser(sub, common)
+    add_tca_parser(sub, common)
 
     p = sub.add_parser(
         "replay", parents=[common], help="replay a run's journal through a fresh engine"
@@ -139,6 +166,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", metavar="RUN", help="run directory or run id")
     p.add_argument("--verify", action="store_true", help="compare every effect with the journal")
     p.add_argument("--positions", action="store_true", help="print positions after the replay")
+    p.add_argument(
+        "--what-if",
+        metavar="CONFIG",
+        type=Path,
+        help="re-run the journal's market data and signals under CONFIG (TOML: seed, "
+        "[router] with fill_model, [risk], [calendars], [[venues]]) against the simulated "
+        "venues, as a new run",
+    )
+    p.add_argument("--run-id", help="run id of the what-if run (default: RUN-whatif[-N])")
     p.set_defaults(func=cmd_replay)
 
     j = sub.add_parser("journal", help="inspect and check journals")
@@ -153,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("run", metavar="RUN")
     t.add_argument("-n", type=int, default=20, help="how many entries (default 20)")
     t.set_defaults(func=cmd_journal_tail)
+    add_export_parser(jsub, common)
     return parser
 
 
