@@ -74,10 +74,12 @@ def new_manifest(
     fill_model_hash: str | None = None,
 ) -> Manifest:
     """Describe a new run: everything a replay needs to rebuild its engine."""
-    raw = msgspec.to_builtins(config)
+    # Through JSON, so the manifest equals what a reader gets back (tuples become lists):
+    # a restarted writer compares the two.
+    raw = msgspec.json.decode(msgspec.json.encode(config))
     instruments = raw.pop("instruments")
     if sim is not None:
-        raw["sim"] = sim
+        raw["sim"] = msgspec.json.decode(msgspec.json.encode(sim))
     return Manifest(
         run_id=config.run_id,
         mode=mode,

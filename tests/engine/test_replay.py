@@ -323,3 +323,19 @@ def test_cli_when_run_missing_then_exit_2_names_run(tmp_path: Path, capsys: obje
     assert main(["journal", "verify", "nope", "--journals", str(tmp_path)]) == 2
     err = capsys.readouterr().err  # type: ignore[attr-defined]
     assert "RUN 'nope'" in err and "manifest.json" in err
+
+
+def test_writer_when_restarted_with_a_fresh_manifest_then_accepted(tmp_path: Path) -> None:
+    """A config with tuples (risk, venue rules) compares equal to its stored JSON form."""
+    from engine.risk import LifecycleConfig, RiskConfig, VenueRules
+
+    risk = RiskConfig(
+        lifecycle=LifecycleConfig(retryable_reasons=("busy",)),
+        venues={"V1": VenueRules(do_not_trade=("AAPL",))},
+    )
+    cfg = config(risk=risk)
+    first = JournalWriter(tmp_path, new_manifest(cfg, mode="test"))
+    Runner(Engine(cfg), first).close()
+    again = JournalWriter(tmp_path, new_manifest(cfg, mode="test"))  # refused before the fix
+    again.close()
+    assert replay(again.run_dir)[0].ok
