@@ -14,6 +14,14 @@ journal schema, converted with `pa.array(col, type)` per column and written with
 checks, no hashing, no sealing. Runs alternate tape and baseline; each figure is the
 best of a few repeats.
 
+Bulk append (the sim runner's path): one instrument's quotes as columns, turned into
+`codec.Rows` once per 65,536 rows and appended in slices (`append_rows`) between the
+entries of an order (signal, order, ack, fill) every 1,000th quote, into 65,536-entry
+lz4 batches; "tape /s" includes the close (the seal). Against what bounds it: the same
+batches, already assembled, written alone by pyarrow's IPC stream writer with lz4
+("IPC write /s"), and the hash chain over them alone ("hash /s"): no journal can
+append faster than these two together allow ("floor /s").
+
 Replay-verify: a sim run (the demo's three venues and three instruments) is journaled
 with the default settings (lz4), then `engine.replay.replay(verify=True)` rebuilds the
 engine from the manifest, feeds every input and compares every effect. Two entry mixes:
@@ -35,6 +43,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 from rich.console import Console
 from rich.table import Table
@@ -320,6 +329,120 @@ def measure_append(
     return rows
 
 
+def bulk_rows(start: int, n: int) -> codec.Rows:
+    """Quotes start..start+n-1 of one instrument (a random walk), as journal rows."""
+    rng = np.random.default_rng(start)
+    mid = 5_000_000 + np.cumsum(rng.integers(-1, 2, n))
+    ts = 1_767_225_600_000_000_000 + (start + np.arange(n, dtype=np.int64)) * 1_000_000
+    return codec.columns_rows(
+        np.full(n, codec.KINDS.index(QuoteTick), dtype=np.int8),
+        {
+            "ts_recv": ts,
+            "ts_event": ts,
+            "instrument": pa.array(["BTC-USD"] * n),
+            "venue": pa.array(["SIM"] * n),
+            "bid_price": mid,
+            "bid_size": rng.integers(1, 10, n),
+            "ask_price": mid + 1,
+            "ask_size": rng.integers(1, 10, n),
+        },
+    )
+
+
+def order_entries(k: int, ts: int) -> list[tuple[Message, bool]]:
+    """Decision k: a signal, the order it causes (True: caused by the signal), ack, fill."""
+    order_id = f"o{k}"
+    common = {"instrument": "BTC-USD", "account": "acc", "strategy": "bench", "qty": 1}
+    signal = Signal(
+        ts_recv=ts, signal_id=f"s{k}", venue="SIM", side=Side.BUY, **common,  # type: ignore[arg-type]
+        order_type=OrderType.LIMIT, price=5_000_000,
+    )  # fmt: skip
+    submit = SubmitOrder(
+        ts_recv=ts, order_id=order_id, venue="SIM", side=Side.BUY, **common,  # type: ignore[arg-type]
+        order_type=OrderType.LIMIT, price=5_000_000, tif=TimeInForce.GTC, signal_id=f"s{k}",
+    )  # fmt: skip
+    ack = OrderAccepted(ts_recv=ts + 200_000, order_id=order_id, venue="SIM")
+    fill = OrderFilled(
+        ts_recv=ts + 300_000, order_id=order_id, venue="SIM", trade_id=f"t{k}",
+        price=5_000_000, qty=1, fee=0, liquidity=Liquidity.MAKER,
+    )  # fmt: skip
+    return [(signal, False), (submit, True), (ack, False), (fill, False)]
+
+
+BULK_BATCH = 65_536
+BULK_EVERY = 1_000
+
+
+def time_bulk(quotes: int, root: Path) -> tuple[float, Path]:
+    """Append `quotes` quotes in slices with an order every BULK_EVERY; return (s, run)."""
+    manifest = Manifest(run_id="bench-bulk", mode="bench", seed=7, code_version="bench")
+    shutil.rmtree(root / manifest.run_id, ignore_errors=True)
+    chunks = [bulk_rows(a, min(BULK_BATCH, quotes - a)) for a in range(0, quotes, BULK_BATCH)]
+    started = time.perf_counter()
+    writer = JournalWriter(root, manifest, batch_size=BULK_BATCH, fsync="none")
+    k = 0
+    ts_column = codec.SCHEMA.get_field_index("ts_recv")
+    for rows in chunks:
+        ts = rows.columns[ts_column].to_numpy()
+        for a in range(0, rows.length, BULK_EVERY):
+            b = min(rows.length, a + BULK_EVERY)
+            writer.append_rows(rows, a, b)
+            if b - a == BULK_EVERY:
+                signal_seq = None
+                for msg, caused in order_entries(k, int(ts[b - 1])):
+                    seq = writer.append(msg, signal_seq if caused else None)
+                    signal_seq = seq if signal_seq is None else signal_seq
+                k += 1
+    writer.close()
+    return time.perf_counter() - started, root / manifest.run_id
+
+
+def measure_bulk(quotes: int, repeats: int) -> dict[str, Any]:
+    """Time bulk appends, then the IPC write and the hash chain of its batches alone."""
+    from engine.journal import JournalReader, _batch_hash, genesis_hash
+
+    root = Path(tempfile.mkdtemp(prefix="tape-bench-bulk-"))
+    try:
+        runs = []
+        for _ in range(repeats):
+            gc.collect()
+            runs.append(time_bulk(quotes, root))
+        tape_s = min(s for s, _ in runs)
+        run_dir = runs[-1][1]
+        batches = list(JournalReader(run_dir).batches())
+        entries = sum(b.num_rows for b in batches)
+        size = sum(p.stat().st_size for p in run_dir.glob("*.arrow"))
+        write_s = hash_s = float("inf")
+        options = pa.ipc.IpcWriteOptions(compression="lz4", use_threads=False)
+        for _ in range(repeats):
+            gc.collect()
+            started = time.perf_counter()
+            with pa.OSFile(str(root / "raw.arrows"), "wb") as raw:
+                sink = pa.BufferedOutputStream(raw, 1 << 20)
+                with pa.ipc.new_stream(sink, codec.SCHEMA, options=options) as writer:
+                    for batch in batches:
+                        writer.write_batch(batch)
+                sink.close()
+            write_s = min(write_s, time.perf_counter() - started)
+            started = time.perf_counter()
+            prev = genesis_hash("bench-bulk")
+            for batch in batches:
+                prev = _batch_hash(prev, batch)
+            hash_s = min(hash_s, time.perf_counter() - started)
+        present = sum(1 for c in batches[0].columns if c.null_count != batches[0].num_rows)
+        return {
+            "entries": entries,
+            "present_columns": present,
+            "tape_per_s": entries / tape_s,
+            "write_per_s": entries / write_s,
+            "hash_per_s": entries / hash_s,
+            "floor_per_s": entries / (write_s + hash_s),
+            "bytes_per_entry": size / entries,
+        }
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def measure_replay(ticks: int, every: int, repeats: int) -> dict[str, Any]:
     """Journal a demo sim run, then time replay-verify of it `repeats` times."""
     import sys
@@ -398,6 +521,34 @@ def main(argv: list[str] | None = None) -> None:
         figures[f"append_vs_pyarrow_{key}"] = round(row["ratio"], 3)
         figures[f"bytes_per_entry_{key}"] = round(row["bytes_per_entry"], 1)
     console.print(table)
+
+    # --- bulk append ----------------------------------------------------------------------
+    bulk = measure_bulk(500_000 if args.quick else 2_000_000, repeats)
+    btable = Table(
+        title=f"journal bulk append (sim path, lz4, batch {BULK_BATCH:,}, an order every "
+        f"{BULK_EVERY:,} quotes) and what bounds it"
+    )
+    for col in ("entries", "present cols", "tape /s", "IPC write /s", "hash /s", "floor /s"):
+        btable.add_column(col, justify="right")
+    btable.add_column("tape/floor", justify="right")
+    btable.add_column("B/entry", justify="right")
+    btable.add_row(
+        f"{bulk['entries']:,}",
+        str(bulk["present_columns"]),
+        f"{bulk['tape_per_s']:,.0f}",
+        f"{bulk['write_per_s']:,.0f}",
+        f"{bulk['hash_per_s']:,.0f}",
+        f"{bulk['floor_per_s']:,.0f}",
+        f"{bulk['tape_per_s'] / bulk['floor_per_s']:.2f}",
+        f"{bulk['bytes_per_entry']:.0f}",
+    )
+    console.print(btable)
+    figures["bulk_entries_per_s"] = round(bulk["tape_per_s"])
+    figures["bulk_ipc_write_lz4_entries_per_s"] = round(bulk["write_per_s"])
+    figures["bulk_hash_entries_per_s"] = round(bulk["hash_per_s"])
+    figures["bulk_floor_entries_per_s"] = round(bulk["floor_per_s"])
+    figures["bulk_vs_floor"] = round(bulk["tape_per_s"] / bulk["floor_per_s"], 3)
+    figures["bulk_bytes_per_entry"] = round(bulk["bytes_per_entry"], 1)
 
     # --- replay-verify --------------------------------------------------------------------
     ticks = 3_000 if args.quick else 30_000

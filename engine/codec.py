@@ -16,6 +16,11 @@ Invariants:
   stay distinct, defaults are stored explicitly, enums come back as members. A value
   that would not come back equal (a float in an int field, a bool in an int field, a
   non-member in an enum field, JSON that decodes differently) is refused when encoded.
+- Batches are assembled column by column from `Rows` (entries without seqs, from the
+  message builder or from bulk columns) in parts: a column no part has is a shared
+  all-null array of exactly the batch's length, and rows gathered from several parts
+  get zeros under their nulls (one part is used as it is), so a batch of builder rows
+  has the same IPC bytes however it was split into parts.
 - Encoders and decoders are generated once per kind at import. They are pure functions
   of their arguments: no clock, no randomness, no set iteration.
 """
@@ -46,7 +51,11 @@ __all__ = [
     "Column",
     "Encoder",
     "Entry",
+    "Rows",
+    "assemble",
     "check_message",
+    "columns_batch",
+    "columns_rows",
     "decode",
     "decode_messages",
     "encode",
@@ -310,22 +319,161 @@ _ENCODER_FACTORIES: tuple[EncoderFactory, ...] = tuple(
 )
 
 
-def _nulls(rows: int, col: Column) -> pa.Array:
-    """An all-null column; dictionary columns keep the fixed dictionary."""
-    if col.dictionary is None:
-        return pa.nulls(rows, col.type)
-    return pa.DictionaryArray.from_arrays(pa.nulls(rows, pa.int8()), col.dictionary)
+# --- rows and batches -----------------------------------------------------------------------
+
+# Per schema column: the fixed dictionary of a dictionary column (its rows hold int8 codes).
+_DICT_AT: tuple[pa.Array | None, ...] = (
+    None,
+    None,
+    KIND_DICTIONARY,
+    *(c.dictionary for c in COLUMNS),
+)
+# Per schema column: the Arrow type of its values in `Rows` (int8 codes for dictionaries).
+_ROW_TYPES: tuple[pa.DataType, ...] = tuple(
+    pa.int8() if d is not None else SCHEMA.field(i).type for i, d in enumerate(_DICT_AT)
+)
+_CAUSE, _KIND = 1, 2
+
+
+class Rows:
+    """Journal rows without seqs, column by column: what record batches are assembled from.
+
+    `columns` maps a schema index (1 `cause`, 2 `kind`, 3... the message fields) to an
+    array of `length` values of that column; dictionary columns (`kind` and the enums)
+    hold int8 codes into their fixed dictionary, with code 0 under a null. A column not
+    in `columns` is null in every row. Only this module builds one (`BatchBuilder`,
+    `columns_rows`), so every row is a valid entry but for its seq.
+    """
+
+    __slots__ = ("columns", "length")
+
+    def __init__(self, length: int, columns: dict[int, pa.Array]) -> None:
+        self.length = length
+        self.columns = columns
+
+
+class _Nulls:
+    """All-null arrays of every schema column, `rows` long: one array per value type
+    (C++ backs each with a single zero buffer of exactly the size needed, so the IPC
+    bytes do not depend on how the nulls were made), shared by the columns of that type
+    and kept for the last row counts asked for (a sim's batches mostly have one)."""
+
+    __slots__ = ("_memo",)
+
+    def __init__(self) -> None:
+        self._memo: dict[int, list[pa.Array]] = {}
+
+    def get(self, rows: int) -> list[pa.Array]:
+        """Return one all-null array per schema column, `rows` long."""
+        found = self._memo.get(rows)
+        if found is not None:
+            return found
+        by_type = {t: pa.nulls(rows, t) for t in dict.fromkeys(_ROW_TYPES)}
+        arrays = [
+            by_type[t] if d is None else pa.DictionaryArray.from_arrays(by_type[t], d)
+            for t, d in zip(_ROW_TYPES, _DICT_AT)
+        ]
+        if len(self._memo) >= 2:
+            self._memo.clear()
+        self._memo[rows] = arrays
+        return arrays
+
+
+_NULLS = _Nulls()
+
+
+def assemble(first_seq: int, parts: Sequence[tuple[Rows, int, int]]) -> pa.RecordBatch:
+    """Build the record batch of `parts` (rows [start, stop) of each, in order) with seqs
+    first_seq, first_seq + 1, ...: column by column, absent columns shared nulls."""
+    if not parts:
+        raise ValueError("assemble: expected at least one part")
+    total = 0
+    for rows, start, stop in parts:
+        if not 0 <= start < stop <= rows.length:
+            raise ValueError(f"assemble: part [{start}, {stop}) of {rows.length} rows")
+        total += stop - start
+    if len(parts) == 1:
+        rows, start, stop = parts[0]
+        whole = start == 0 and stop == rows.length
+        columns = {
+            j: array if whole else array.slice(start, stop - start)
+            for j, array in rows.columns.items()
+        }
+    else:
+        columns = _interleave(parts, total)
+    if _KIND not in columns:
+        raise ValueError("assemble: rows without a kind column")
+    arrays = list(_NULLS.get(total))
+    arrays[0] = pa.array(np.arange(first_seq, first_seq + total, dtype=np.uint64))
+    for j, array in columns.items():
+        dictionary = _DICT_AT[j]
+        arrays[j] = (
+            array if dictionary is None else pa.DictionaryArray.from_arrays(array, dictionary)
+        )
+    return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
+
+
+def _interleave(parts: Sequence[tuple[Rows, int, int]], total: int) -> dict[int, pa.Array]:
+    """Gather each column present in some part: one `take` per column from the used
+    ranges of the distinct sources (Arrow writes zeros under the nulls it takes)."""
+    slot: dict[int, int] = {}
+    sources: list[Rows] = []
+    lo: list[int] = []
+    hi: list[int] = []
+    part_source = []
+    for rows, start, stop in parts:
+        s = slot.get(id(rows))
+        if s is None:
+            s = slot[id(rows)] = len(sources)
+            sources.append(rows)
+            lo.append(start)
+            hi.append(stop)
+        else:
+            lo[s] = min(lo[s], start)
+            hi[s] = max(hi[s], stop)
+        part_source.append(s)
+    src = np.array(part_source, dtype=np.int64)
+    starts = np.array([start for _, start, _ in parts], dtype=np.int64)
+    lengths = np.array([stop - start for _, start, stop in parts], dtype=np.int64)
+    out_starts = np.cumsum(lengths) - lengths
+    ramp = np.arange(total, dtype=np.int64)
+    by_pattern: dict[tuple[int, ...], list[int]] = {}
+    for j in sorted({j for rows in sources for j in rows.columns}):
+        pattern = tuple(s for s, rows in enumerate(sources) if j in rows.columns)
+        by_pattern.setdefault(pattern, []).append(j)
+    out: dict[int, pa.Array] = {}
+    for pattern, columns in by_pattern.items():
+        base = np.zeros(len(sources), dtype=np.int64)
+        has = np.zeros(len(sources), dtype=bool)
+        offset = 0
+        for s in pattern:
+            base[s] = offset - lo[s]
+            has[s] = True
+            offset += hi[s] - lo[s]
+        shift = np.repeat(starts + base[src] - out_starts, lengths)
+        index = (ramp + shift).astype(np.int32 if offset < 2**31 else np.int64)
+        missing = ~has[src]
+        indices = (
+            pa.array(index, mask=np.repeat(missing, lengths)) if missing.any() else pa.array(index)
+        )
+        for j in columns:
+            chunks = [sources[s].columns[j].slice(lo[s], hi[s] - lo[s]) for s in pattern]
+            values = chunks[0] if len(chunks) == 1 else pa.concat_arrays(chunks)
+            out[j] = values.take(indices)
+    return out
 
 
 class BatchBuilder:
-    """Accumulate up to `capacity` entries in column lists; build one record batch at a time.
+    """Accumulate up to `capacity` entries in column lists; build them into `Rows` (or a
+    record batch) at once.
 
     `encoders[type(msg)](msg, row, cause)` checks a message and stores it at `row` (it
     raises KeyError, TypeError or ValueError for a bad one: see `message_error`). The
-    caller fills rows 0, 1, 2, ... and calls `build(first_seq, rows)`, which clears them.
+    caller fills rows 0, 1, 2, ... and calls `build_rows(rows)` or `build(first_seq,
+    rows)`, which clear them.
     """
 
-    __slots__ = ("_cause", "_cols", "_full_nulls", "_kind", "capacity", "encoders")
+    __slots__ = ("_cause", "_cols", "_kind", "capacity", "encoders")
 
     def __init__(self, capacity: int) -> None:
         if capacity < 1:
@@ -334,7 +482,6 @@ class BatchBuilder:
         self._kind: list[Any] = [None] * capacity
         self._cause: list[Any] = [None] * capacity
         self._cols: list[list[Any]] = [[None] * capacity for _ in COLUMNS]
-        self._full_nulls = [_nulls(capacity, col) for col in COLUMNS]  # arrays are immutable
         self.encoders: dict[type[Message], Encoder] = {
             cls: make(self._kind, self._cause, self._cols)
             for cls, make in zip(KINDS, _ENCODER_FACTORIES)
@@ -342,6 +489,13 @@ class BatchBuilder:
 
     def build(self, first_seq: int, rows: int) -> pa.RecordBatch:
         """Turn rows [0, rows) into a record batch with seqs first_seq.. and clear them."""
+        return assemble(first_seq, [(self.build_rows(rows, first_seq), 0, rows)])
+
+    def build_rows(
+        self, rows: int, first_seq: int = 0, seq_of: Callable[[int], int] | None = None
+    ) -> Rows:
+        """Turn rows [0, rows) into `Rows` and clear them. Errors name row r's entry as
+        seq `seq_of(r)` (default `first_seq + r`)."""
         if not 0 < rows <= self.capacity:
             raise ValueError(f"BatchBuilder.build rows: expected 1..{self.capacity}, got {rows}")
         full = rows == self.capacity
@@ -350,28 +504,20 @@ class BatchBuilder:
         for code in dict.fromkeys(kinds):
             for field in _FIELDS[code]:
                 touched[field.column] = True
-        nulls = self._full_nulls if full else _NULL_COLUMNS.get(rows)
+        columns: dict[int, pa.Array] = {}
         try:
-            arrays = [
-                pa.array(range(first_seq, first_seq + rows), pa.uint64()),
-                pa.array(self._cause if full else self._cause[:rows], pa.uint64()),
-                pa.DictionaryArray.from_arrays(pa.array(kinds, pa.int8()), KIND_DICTIONARY),
-            ]
+            columns[_CAUSE] = pa.array(self._cause if full else self._cause[:rows], pa.uint64())
+            columns[_KIND] = pa.array(kinds, pa.int8())
             for j, col in enumerate(COLUMNS):
-                if not touched[j]:
-                    arrays.append(nulls[j])
-                    continue
-                values = self._cols[j] if full else self._cols[j][:rows]
-                if col.dictionary is None:
-                    arrays.append(pa.array(values, col.type))
-                else:
-                    indices = pa.array(values, pa.int8())
-                    arrays.append(pa.DictionaryArray.from_arrays(indices, col.dictionary))
+                if touched[j]:
+                    values = self._cols[j] if full else self._cols[j][:rows]
+                    row_type = pa.int8() if col.dictionary is not None else col.type
+                    columns[_FIRST_FIELD + j] = pa.array(values, row_type)
         except (pa.ArrowException, OverflowError, TypeError) as exc:
-            raise self._diagnose(first_seq, rows, exc) from exc
+            raise self._diagnose(seq_of or first_seq.__add__, rows, exc) from exc
         finally:
             self._clear(rows, touched)
-        return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
+        return Rows(rows, columns)
 
     def clear_row(self, row: int) -> None:
         """Forget whatever a failed encoder left in `row`."""
@@ -387,13 +533,13 @@ class BatchBuilder:
             if touched[j]:
                 values[:rows] = nones
 
-    def _diagnose(self, first_seq: int, rows: int, exc: BaseException) -> CodecError:
+    def _diagnose(self, seq_of: Callable[[int], int], rows: int, exc: BaseException) -> CodecError:
         """Find the first entry Arrow refused (an int out of int64 range, say)."""
         for row in range(rows):
             code = self._kind[row]
             cause = self._cause[row]
             if cause is not None and not (_is_int(cause) and 0 <= cause < 2**64):
-                return CodecError(f"entry seq {first_seq + row}: cause {cause!r} is not a seq")
+                return CodecError(f"entry seq {seq_of(row)}: cause {cause!r} is not a seq")
             for field in _FIELDS[code]:
                 col = COLUMNS[field.column]
                 if col.codec in ("enum", "json"):
@@ -401,8 +547,8 @@ class BatchBuilder:
                 problem = _value_problem(col, field.optional, self._cols[field.column][row])
                 if problem:
                     name = f"{KINDS[code].__name__}.{field.name}"
-                    return CodecError(f"entry seq {first_seq + row}: {name}: {problem}")
-        return CodecError(f"batch seq {first_seq}..{first_seq + rows - 1}: {exc}")
+                    return CodecError(f"entry seq {seq_of(row)}: {name}: {problem}")
+        return CodecError(f"batch seq {seq_of(0)}..{seq_of(rows - 1)}: {exc}")
 
 
 def encode(entries: Iterable[Entry | tuple[int, int | None, Message]]) -> pa.RecordBatch:
@@ -531,69 +677,52 @@ def _grouped(batch: pa.RecordBatch) -> tuple[list[Message], list[int] | None]:
 _COLUMN_INDEX: dict[str, int] = {c.name: j for j, c in enumerate(COLUMNS)}
 
 
-class _NullColumns:
-    """All-null columns, built once at the largest size asked for and sliced."""
-
-    __slots__ = ("arrays", "rows")
-
-    def __init__(self) -> None:
-        self.rows = -1
-        self.arrays: list[pa.Array] = []
-
-    def get(self, rows: int) -> list[pa.Array]:
-        """Return one all-null array per column, `rows` long (slices of cached ones)."""
-        if rows > self.rows:
-            self.rows = max(rows, 65_536)
-            self.arrays = [_nulls(self.rows, col) for col in COLUMNS]
-        if rows == self.rows:
-            return self.arrays
-        return [array.slice(0, rows) for array in self.arrays]
-
-
-_NULL_COLUMNS = _NullColumns()
-
-
-def columns_batch(first_seq: int, kinds: Any, columns: dict[str, Any]) -> pa.RecordBatch:
-    """Build a batch of inputs from ready columns: the bulk path for market data.
+def columns_rows(kinds: Any, columns: dict[str, Any]) -> Rows:
+    """Make `Rows` of inputs from ready columns: the bulk path for market data.
 
     `kinds` holds each row's KINDS code (int8); `columns` maps journal column names to
     arrays of the rows' values (pyarrow or numpy; enum columns as int8 member indices);
     every other column is null, `cause` too (inputs have none). The caller vouches that
     each row is a valid message of its kind: `decode` must give back what it means.
+    Arrays already of the column's type are used as they are (no copy).
     """
     rows = len(kinds)
     if rows == 0:
-        raise ValueError("columns_batch: expected at least one row")
-    arrays = list(_NULL_COLUMNS.get(rows))
+        raise ValueError("columns_rows: expected at least one row")
+    out: dict[int, pa.Array] = {
+        _KIND: kinds if isinstance(kinds, pa.Array) else pa.array(kinds, pa.int8())
+    }
+    if out[_KIND].type != pa.int8():
+        out[_KIND] = out[_KIND].cast(pa.int8())
     for name, values in columns.items():
         j = _COLUMN_INDEX.get(name)
         if j is None:
-            raise CodecError(f"columns_batch: no journal column {name!r}")
+            raise CodecError(f"columns_rows: no journal column {name!r}")
         col = COLUMNS[j]
         if len(values) != rows:
-            raise CodecError(f"columns_batch: column {name!r} has {len(values)} rows, not {rows}")
+            raise CodecError(f"columns_rows: column {name!r} has {len(values)} rows, not {rows}")
         if col.dictionary is None:
-            arrays[j] = (
+            array = (
                 pa.array(values, col.type)
                 if not isinstance(values, pa.Array)
                 else (values if values.type == col.type else values.cast(col.type))
             )
         else:
-            indices = values if isinstance(values, pa.Array) else pa.array(values, pa.int8())
-            indices = indices.cast(pa.int8())
-            if indices.null_count:  # Arrow allows any value under a null; Polars wants a key
-                missing = pc.is_null(indices).to_numpy(zero_copy_only=False)
-                keys = pc.fill_null(indices, 0).to_numpy()
-                indices = pa.array(keys, pa.int8(), mask=missing)
-            arrays[j] = pa.DictionaryArray.from_arrays(indices, col.dictionary)
-    head = [
-        pa.array(np.arange(first_seq, first_seq + rows, dtype=np.uint64)),
-        pa.nulls(rows, pa.uint64()),
-        pa.DictionaryArray.from_arrays(
-            kinds if isinstance(kinds, pa.Array) else pa.array(kinds, pa.int8()), KIND_DICTIONARY
-        ),
-    ]
-    return pa.RecordBatch.from_arrays(head + arrays, schema=SCHEMA)
+            array = values if isinstance(values, pa.Array) else pa.array(values, pa.int8())
+            array = array.cast(pa.int8())
+            if array.null_count:  # Arrow allows any value under a null; Polars wants a key
+                missing = pc.is_null(array).to_numpy(zero_copy_only=False)
+                keys = pc.fill_null(array, 0).to_numpy()
+                array = pa.array(keys, pa.int8(), mask=missing)
+        out[_FIRST_FIELD + j] = array
+    return Rows(rows, out)
+
+
+def columns_batch(first_seq: int, kinds: Any, columns: dict[str, Any]) -> pa.RecordBatch:
+    """Build a batch of inputs with seqs first_seq.. from ready columns (see
+    `columns_rows`)."""
+    rows = columns_rows(kinds, columns)
+    return assemble(first_seq, [(rows, 0, rows.length)])
 
 
 def schema_difference(schema: pa.Schema) -> str:

@@ -6,18 +6,25 @@ Layout of a run directory `<root>/<run_id>/`:
   one exists, and it is the last segment.
 - `NNNNNN.arrow`: a sealed segment in the IPC file format (Polars, pyarrow.dataset and
   DuckDB read these lazily). Sealing writes `NNNNNN.arrow.tmp`, fsyncs, renames, then
-  deletes the `.arrows`; if both exist, the `.arrow` wins. A segment that reaches
-  `segment_bytes` is sealed by a background thread while appends go on in the next one
-  (one seal at a time); `close` seals the last one and waits.
+  deletes the `.arrows`; if both exist, the `.arrow` wins. The file is the stream's
+  whole messages, copied as they are, between the file magic and a footer indexing
+  them: byte for byte what pyarrow's file writer makes of the same batches, without
+  decoding or recompressing them. A segment that reaches `segment_bytes` is sealed by
+  a background thread while appends go on in the next one (one seal at a time);
+  `close` seals the last one and waits.
 - `NNNNNN.torn`: bytes cut from a crashed writer's torn tail, kept for forensics.
 - `writer.lock`: held (flock) by the one writer of an open run; gone after `close`.
 
 Invariants:
 - Inputs and effects share one `seq` order: 0, 1, 2, ... with no gap, across batches,
   segments and restarts. The writer assigns seq; `cause` is an earlier seq or None.
-- Entries are written in record batches (group commit). Each batch's custom metadata holds
-  `tape.first_seq`, `tape.last_seq`, `tape.prev` and `tape.hash` (hex), where
-  hash = sha256(prev + batch.serialize()) and the first prev is sha256(run_id).
+- Entries are written in record batches (group commit) of `batch_size` entries (a flush
+  or close writes a shorter one). Each batch's custom metadata holds `tape.first_seq`,
+  `tape.last_seq`, `tape.prev` and `tape.hash` (hex), where hash = sha256(prev, the row
+  count, which columns are all null, the IPC serialisation of the others) and the first
+  prev is sha256(run_id).
+- Memory stays bounded by the batch: pending entries are builder rows and (rows, start,
+  stop) slices of bulk `codec.Rows`; a batch is assembled column by column when written.
 - A crash can only tear the end of the open segment. Readers stop at the last whole batch
   and report a `TornTail`; a restarted writer moves the cut bytes to `NNNNNN.torn`, seals
   the whole batches and continues seq and hash chain in segment NNNNNN+1.
@@ -38,18 +45,20 @@ Invariants:
 
 from __future__ import annotations
 
+import bisect
 import fcntl
 import hashlib
 import os
+import struct
 import threading
+from collections import deque
 from collections.abc import Iterator
 from itertools import chain
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import msgspec
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -60,7 +69,9 @@ from engine.codec import (
     CodecError,
     Encoder,
     Entry,
-    columns_batch,
+    Rows,
+    assemble,
+    columns_rows,
     decode,
     message_error,
 )
@@ -100,6 +111,7 @@ OPEN_SUFFIX = ".arrows"
 SEALED_SUFFIX = ".arrow"
 TORN_SUFFIX = ".torn"
 _EOS_MARKERS = (b"\xff\xff\xff\xff\x00\x00\x00\x00", b"\x00\x00\x00\x00")
+_FILE_MAGIC = b"ARROW1\x00\x00"  # an IPC file starts with it (padded) and ends with its 6 bytes
 _FIRST_SEQ = b"tape.first_seq"
 _LAST_SEQ = b"tape.last_seq"
 _PREV = b"tape.prev"
@@ -300,12 +312,14 @@ class _Segment:
     in place, so a mapping stays valid while a writer works on the run.
     """
 
-    __slots__ = ("_file", "_stream", "name", "path", "schema", "torn_at")
+    __slots__ = ("_file", "_stream", "messages", "name", "path", "schema", "torn_at")
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.name = path.name
         self.torn_at: tuple[int, int] | None = None  # (good_bytes, cut_bytes) of a stream
+        # Whole messages of a stream: (type, offset, metadata bytes, body bytes) each.
+        self.messages: list[tuple[str, int, int, int]] = []
         self._file: Any = None  # RecordBatchFileReader of a sealed segment
         self._stream: Any = None  # the whole messages of an open segment (a Buffer)
         try:
@@ -327,7 +341,16 @@ class _Segment:
         try:
             messages = pa.ipc.MessageReader.open_stream(source)
             while True:
-                messages.read_next_message()
+                message = messages.read_next_message()  # zero-copy: the body is not read
+                body = message.body
+                self.messages.append(
+                    (
+                        message.type,
+                        good,
+                        source.tell() - good - (body.size if body else 0),
+                        body.size if body else 0,
+                    )
+                )
                 good = source.tell()
         except StopIteration:
             pass  # end of stream: EOS marker or a clean end after a whole message
@@ -338,6 +361,11 @@ class _Segment:
             self.torn_at = (good, size - good)
         self._stream = data.slice(0, good)
         self.schema = _open_stream(self._stream).schema if good else SCHEMA
+
+    @property
+    def messages_bytes(self) -> int:
+        """Length of the whole messages at the start of an open segment."""
+        return int(self._stream.size)
 
     @property
     def sealed(self) -> bool:
@@ -402,11 +430,36 @@ def _open_segment(path: Path) -> _Segment:
 
 
 def _seal(stream_path: Path, segment: _Segment, compression: Compression) -> None:
-    """Rewrite the whole batches of an open segment as an IPC file; delete the stream."""
+    """Seal an open segment: write its whole messages as an IPC file, fsync, rename over
+    `.arrow`, delete the stream. The file format is the stream's messages between a
+    magic number and a footer locating them, so the bytes are copied as they are and
+    only the footer is built (batches are rewritten only if the stream has no batch or
+    its dictionaries are not the one set written before the first batch)."""
     run_dir = stream_path.parent
     final = stream_path.with_suffix(SEALED_SUFFIX)
     tmp = run_dir / (final.name + ".tmp")
-    raw = pa.OSFile(str(tmp), "wb")
+    footer = _footer(segment)
+    if footer is None:
+        _rewrite(segment, tmp, compression)
+    else:
+        with open(tmp, "wb", buffering=0) as out:
+            _write_all(out, _FILE_MAGIC)
+            _copy_prefix(segment.path, out, segment.messages_bytes)
+            tail = _EOS_MARKERS[0] + footer + struct.pack("<i", len(footer)) + _FILE_MAGIC[:6]
+            _write_all(out, tail)
+            os.fsync(out.fileno())
+        batches = sum(1 for m in segment.messages if m[0] == "record batch")
+        indexed = pa.ipc.open_file(str(tmp)).num_record_batches  # read the footer back
+        if indexed != batches:
+            raise JournalError(f"{tmp}: the footer indexes {indexed} batches, not {batches}")
+    os.replace(tmp, final)
+    stream_path.unlink()
+    _fsync_dir(run_dir)
+
+
+def _rewrite(segment: _Segment, path: Path, compression: Compression) -> None:
+    """Write a segment's whole batches as an IPC file at `path` and fsync it."""
+    raw = pa.OSFile(str(path), "wb")
     sink = pa.BufferedOutputStream(raw, _IO_BUFFER)
     try:
         with pa.ipc.new_file(sink, SCHEMA, options=_write_options(compression)) as writer:
@@ -416,9 +469,128 @@ def _seal(stream_path: Path, segment: _Segment, compression: Compression) -> Non
         os.fsync(raw.fileno())
     finally:
         sink.close()
-    os.replace(tmp, final)
-    stream_path.unlink()
-    _fsync_dir(run_dir)
+
+
+def _copy_prefix(path: Path, out: Any, size: int) -> None:
+    """Append the first `size` bytes of the file at `path` to the raw file `out`, in the
+    kernel where it can (`copy_file_range`)."""
+    with open(path, "rb", buffering=0) as source:
+        if hasattr(os, "copy_file_range"):
+            try:
+                while size > 0:
+                    got = os.copy_file_range(source.fileno(), out.fileno(), size)
+                    if not got:
+                        break
+                    size -= got
+            except OSError:
+                pass  # not supported between these files: copy through memory
+        buffer = memoryview(bytearray(min(size, _IO_BUFFER)))
+        while size > 0:
+            got = source.readinto(buffer[: min(size, _IO_BUFFER)])
+            if not got:
+                raise JournalError(f"{path}: ended {size} bytes early while sealing")
+            _write_all(out, buffer[:got])
+            size -= got
+
+
+def _write_all(out: Any, data: Any) -> None:
+    """Write all of `data` to the raw file `out` (a raw write may be partial)."""
+    view = memoryview(data)
+    while view:
+        view = view[out.write(view) :]
+
+
+def _footer(segment: _Segment) -> bytes | None:
+    """Build the IPC file footer of a stream segment's whole messages (their offsets in
+    the file, after the 8-byte magic); None if the stream needs rewriting instead."""
+    messages = segment.messages
+    kinds = [m[0] for m in messages]
+    batches = kinds.count("record batch")
+    dictionaries = kinds.count("dictionary")
+    if (
+        not batches
+        or not segment.schema.equals(SCHEMA)
+        or kinds[0] != "schema"
+        or kinds[1 : 1 + dictionaries] != ["dictionary"] * dictionaries
+        or kinds[1 + dictionaries :] != ["record batch"] * batches
+    ):
+        return None
+    footer = _template_footer(batches)
+    table = _u32(footer, 0)
+    vtable = table - struct.unpack_from("<i", footer, table)[0]
+    blocks = [
+        [
+            (offset + len(_FILE_MAGIC), meta, body)
+            for kind, offset, meta, body in messages
+            if kind == wanted
+        ]
+        for wanted in ("dictionary", "record batch")
+    ]
+    for field, found in ((2, blocks[0]), (3, blocks[1])):  # Footer.dictionaries, .recordBatches
+        entry = vtable + 4 + 2 * field
+        vtable_size = struct.unpack_from("<H", footer, vtable)[0]
+        slot = struct.unpack_from("<H", footer, entry)[0] if entry - vtable < vtable_size else 0
+        if not slot:
+            return None
+        at = table + slot
+        vector = at + _u32(footer, at)
+        if _u32(footer, vector) != len(found):
+            return None  # the dictionaries are not the one set the file writer writes
+        for n, block in enumerate(found):
+            struct.pack_into("<qi4xq", footer, vector + 4 + 24 * n, *block)
+    return bytes(footer)
+
+
+class _Tail:
+    """A write-only file object that keeps only about its last `keep` bytes."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self.chunks: deque[bytes] = deque()
+        self.size = 0
+        self.position = 0
+        self.closed = False
+
+    def write(self, data: Any) -> int:
+        chunk = bytes(data)
+        self.chunks.append(chunk)
+        self.size += len(chunk)
+        self.position += len(chunk)
+        while self.size - len(self.chunks[0]) >= self.keep:
+            self.size -= len(self.chunks.popleft())
+        return len(chunk)
+
+    def tell(self) -> int:
+        return self.position
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def writable(self) -> bool:
+        return True
+
+
+def _u32(data: bytearray, at: int) -> int:
+    value: int = struct.unpack_from("<I", data, at)[0]
+    return value
+
+
+def _template_footer(batches: int) -> bytearray:
+    """The footer pyarrow's file writer gives `batches` batches of the journal schema (their
+    Block entries to be overwritten): written with empty batches, keeping only the tail."""
+    tail = _Tail(keep=64 * 1024 + 24 * (batches + len(DICTIONARIES)))
+    empty = pa.RecordBatch.from_arrays([pa.array([], f.type) for f in SCHEMA], schema=SCHEMA)
+    with pa.ipc.new_file(pa.PythonFile(tail, mode="w"), SCHEMA) as writer:
+        for _ in range(batches):
+            writer.write_batch(empty)
+    data = b"".join(tail.chunks)
+    (length,) = struct.unpack_from("<i", data, len(data) - 10)
+    if not 0 < length <= len(data) - 10:
+        raise JournalError(f"IPC file footer of {length} bytes: more than the {tail.keep} kept")
+    return bytearray(data[len(data) - 10 - length : len(data) - 10])
 
 
 # --- writer ---------------------------------------------------------------------------------
@@ -493,8 +665,8 @@ class JournalWriter:
         self._encoders: dict[type[Message], Encoder] = self._builder.encoders
         self._seq = 0  # next seq to assign
         self._written = 0  # first seq not yet written; pending rows are _written.._seq-1
-        # The next batch, in seq order: built batches and runs of builder rows (ints).
-        self._pieces: list[pa.RecordBatch | int] = []
+        # The next batch, in seq order: parts of built rows and runs of builder rows (ints).
+        self._pieces: list[tuple[Rows, int, int] | int] = []
         self._rows = 0  # rows in the builder
         self._run = 0  # builder rows appended since the last piece
         self._batch_end = batch_size  # the seq that completes the pending batch
@@ -603,45 +775,72 @@ class JournalWriter:
         return seq
 
     def append_columns(self, kinds: Any, columns: dict[str, Any]) -> int:
-        """Journal a run of inputs given as columns (see `codec.columns_batch`) after
+        """Journal a run of inputs given as columns (see `codec.columns_rows`) after
         whatever is pending; return the first seq. No per-row Python."""
         if self._failed is not None or self._closed:
             raise self._refusal(None, None)
+        rows = columns_rows(kinds, columns)
+        return self.append_rows(rows, 0, rows.length)
+
+    def append_rows(self, rows: Rows, start: int, stop: int) -> int:
+        """Journal rows [start, stop) of `rows` (made once by `codec.columns_rows`, then
+        appended in slices) as inputs after whatever is pending; return the first seq.
+        Constant work per call: the rows are gathered when their batch is written."""
+        if self._failed is not None or self._closed:
+            raise self._refusal(None, None)
+        if not (type(rows) is Rows and 0 <= start < stop <= rows.length):
+            raise JournalError(
+                f"append_rows: expected codec.Rows and 0 <= start < stop <= its length, got "
+                f"{type(rows).__name__} [{start}, {stop})"
+            )
         first = self._seq
-        batch = columns_batch(first, kinds, columns)
         if self._run:
             self._pieces.append(self._run)
             self._run = 0
-        self._pieces.append(batch)
-        self._seq = first + batch.num_rows
-        if self._seq >= self._batch_end:
-            self._write_batch(full=True, durable=False)
+        while start < stop:
+            end = min(stop, start + self._batch_end - self._seq)
+            self._pieces.append((rows, start, end))
+            self._seq += end - start
+            start = end
+            if self._seq >= self._batch_end:
+                self._write_batch(full=True, durable=False)
         return first
 
     def _materialize(self) -> None:
-        """Build the builder's rows once and put slices of them, with their seqs, in
-        place of the runs in `_pieces` (runs of rows sit between bulk batches)."""
+        """Build the builder's rows once and put (rows, start, stop) parts of them in
+        place of the runs in `_pieces` (runs of rows sit between bulk parts)."""
         if self._run:
             self._pieces.append(self._run)
             self._run = 0
         if not self._rows:
             return
+        run_rows: list[int] = []  # the builder row and the seq where each run starts
+        run_seqs: list[int] = []
+        row, seq = 0, self._written
+        for piece in self._pieces:
+            if isinstance(piece, int):
+                run_rows.append(row)
+                run_seqs.append(seq)
+                row += piece
+                seq += piece
+            else:
+                seq += piece[2] - piece[1]
+
+        def seq_of(row: int) -> int:
+            n = bisect.bisect_right(run_rows, row) - 1
+            return run_seqs[n] + row - run_rows[n]
+
         try:
-            built = self._builder.build(0, self._rows)
+            built = self._builder.build_rows(self._rows, seq_of=seq_of)
         except BaseException as exc:
             self._fail(exc)
             raise
         self._rows = 0
-        seq, offset = self._written, 0
+        offset = 0
         for i, piece in enumerate(self._pieces):
             if isinstance(piece, int):
-                part = built.slice(offset, piece)
-                seqs = pa.array(np.arange(seq, seq + piece, dtype=np.uint64))
-                self._pieces[i] = part.set_column(0, SCHEMA.field(0), seqs)
+                self._pieces[i] = (built, offset, offset + piece)
                 offset += piece
-                seq += piece
-            else:
-                seq += piece.num_rows
 
     def _refusal(self, msg: object, cause: object) -> Exception:
         if self._failed is not None:
@@ -699,15 +898,16 @@ class JournalWriter:
             self.close()
 
     def _write_batch(self, *, full: bool, durable: bool) -> None:
-        """Write everything pending (staged chunks and builder rows) as one batch."""
+        """Write everything pending (built parts and builder rows) as one batch."""
         first = self._written
         rows = self._seq - first
         self._materialize()
-        pieces, self._pieces = self._pieces, []
+        parts = cast(list[tuple[Rows, int, int]], self._pieces)  # no runs left
+        self._pieces = []
         try:
             if self._seal_error is not None:
                 self._join_sealer()
-            batch = pieces[0] if len(pieces) == 1 else pa.concat_batches(pieces)
+            batch = assemble(first, parts)
             digest = _batch_hash(self._prev, batch)
             meta = {
                 _FIRST_SEQ: str(first).encode(),

@@ -25,8 +25,10 @@ Invariants:
   - `lose_held`: what the venue sends inside a disconnect window is lost instead of
     delivered after `VenueConnected`; the venue's books (sim/ledger.py) still have it, so
     its reports after the reconnect (`RequestReports`) are the only way to recover it.
-  - `stale_quotes`: windows in which the runner withholds market data from the engine
-    (`stale`, `stale_mask`); the venue itself keeps seeing the market.
+  - `stale_quotes`: windows in which the runner withholds the venue's market data from
+    the engine, so from the journal too (`stale`, `stale_mask`; see sim/run.py): the
+    engine keeps the last quote from before the window. The venue itself keeps seeing
+    the market and matching against it.
 """
 
 from __future__ import annotations

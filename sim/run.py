@@ -8,13 +8,21 @@ Invariants:
   so a sim journal replays like a live one.
 - Market data moves in Arrow batches. Rows that cannot change anything (no venue's
   `horizon` stops at them, and no signal, timer or venue event falls among them) cost
-  no per-row Python: they are journaled in bulk (`JournalWriter.append_columns`), each
-  venue absorbs them (`skip`), and the engine is handed only the last quote and trade
-  per (instrument, venue) of the run, plus every book level. The engine's contract
-  (engine/core.py) makes that equal to handling every row; `fast=False` handles every
-  row one by one, and the tests hold the two to the same journal entries.
-- With a per-tick strategy, every quote row is shown to it in order; the signals it
-  returns enter at that row's time, after the market rows of the same time.
+  no per-row Python: each market batch is turned once into journal columns
+  (`codec.columns_rows`), runs of its rows are journaled as slices of them
+  (`JournalWriter.append_rows`, constant work per run), each venue absorbs them
+  (`skip`), and the engine is handed only the last quote and trade per (instrument,
+  venue) of the run, plus every book level. The engine's contract (engine/core.py)
+  makes that equal to handling every row; `fast=False` handles every row one by one,
+  and the tests hold the two to the same journal entries.
+- Stale quotes: a market row of a venue whose fault plan has a stale-quote window
+  around its time is withheld from the engine, the journal and a per-tick strategy
+  (a stale feed brings nothing new: the engine keeps the last quote from before the
+  window, and a replay sees exactly what the engine saw); the venue itself still
+  matches against it. The count is in the result (`withheld`).
+- With a per-tick strategy, every quote row the engine gets is shown to it in order;
+  the signals it returns enter at that row's time, after the market rows of the same
+  time.
 - Venue commands go to the simulated venue, whose responses come back as events at
   their delivery time; `ScheduleTimer` effects come back as `TimerFired` at `fire_at`.
   After the last market row, events are processed up to `drain_ns` later; the rest are
@@ -34,7 +42,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from engine.codec import Rows, columns_rows
 from engine.core import Engine, EngineConfig
+from engine.fillmodel import FillModel, encode_model
 from engine.journal import DEFAULT_COMPRESSION, Compression, FsyncPolicy, JournalWriter
 from engine.messages import (
     KIND_CODE,
@@ -56,12 +66,16 @@ from engine.messages import (
     TimerFired,
     TradeTick,
 )
+from engine.replay import FILL_MODEL_FILE
 from engine.runner import Runner, new_manifest
 from sim.market import MARKET_SCHEMA, MTYPE_BOOK, MTYPE_QUOTE, MTYPE_TRADE, NULL, MarketView
 from sim.venue import SimVenue, VenueConfig
 
 PRIO_VENUE, PRIO_MARKET, PRIO_SIGNAL, PRIO_TIMER = 0, 1, 2, 3
-SIM_BATCH_ROWS = 65_536  # journal batch size of sim runs: market data comes in bulk
+# Journal batch size of sim runs: market data comes in bulk. Half the input batch: the
+# batch's transient buffers (gathered columns, the hashed bytes, lz4 output) peak ~30 MB
+# lower than at 65,536, for the same speed (measured with bench/sim.py).
+SIM_BATCH_ROWS = 32_768
 _KIND_OF_MTYPE = np.array(
     [KIND_CODE[QuoteTick], KIND_CODE[TradeTick], KIND_CODE[BookDelta]], dtype=np.int8
 )
@@ -78,8 +92,18 @@ def _last_per_key(keys: np.ndarray, at: np.ndarray) -> list[int]:
     return last
 
 
+def _encode(column: pa.Array) -> tuple[list[str], np.ndarray]:
+    """Return a string column's distinct values and each row's index into them."""
+    first = column[0]
+    if not column.null_count and pc.all(pc.equal(column, first)).as_py():  # a third the cost
+        return [first.as_py()], np.zeros(len(column), dtype=np.int64)
+    encoded = pc.dictionary_encode(column)
+    return encoded.dictionary.to_pylist(), encoded.indices.to_numpy().astype(np.int64)
+
+
 class TickStrategy(Protocol):
-    """A strategy shown every quote row; it answers with signals (or nothing)."""
+    """A strategy shown every quote row the engine gets; it answers with signals (or
+    nothing)."""
 
     def on_quote(
         self, ts: int, key: int, bid: int, bid_size: int, ask: int, ask_size: int
@@ -99,6 +123,7 @@ class SimResult(msgspec.Struct, kw_only=True):
     cancels: int
     alerts: int
     undone: int  # events after the drain horizon, never processed
+    withheld: int = 0  # market rows of stale-quote windows, kept from the engine
     wall_s: float
 
 
@@ -117,12 +142,18 @@ class SimRun:
         strategy: TickStrategy | None = None,
         fast: bool = True,
         drain_ns: int = 60_000_000_000,
+        fill_model: FillModel | None = None,
     ) -> None:
         self.config = config
-        self.engine = Engine(config)
+        self.engine = Engine(config, fill_model=fill_model)  # refuses a model not named
         self.venues = {v.name: SimVenue(v, config.instruments) for v in venues}
         self._venue_list = list(self.venues.values())
-        manifest = new_manifest(config, mode=mode, sim={"venues": msgspec.to_builtins(venues)})
+        manifest = new_manifest(
+            config,
+            mode=mode,
+            sim={"venues": msgspec.to_builtins(venues)},
+            fill_model_hash=config.fill_model_sha256,
+        )
         self.journal = JournalWriter(
             journal_root,
             manifest,
@@ -130,6 +161,8 @@ class SimRun:
             compression=compression,
             batch_size=SIM_BATCH_ROWS,
         )
+        if fill_model is not None:  # the run keeps the model its replay must load
+            (self.journal.run_dir / FILL_MODEL_FILE).write_bytes(encode_model(fill_model))
         self.runner = Runner(self.engine, self.journal, self._dispatch)
         self.strategy = strategy
         self.fast = fast
@@ -141,7 +174,14 @@ class SimRun:
         self._seq = 0
         self._now = 0
         self._cb_row = 0  # callbacks done for rows < this one, in the current batch
-        self.market_rows = self.inputs = self.effects = self.signals = 0
+        # The current market batch: its rows as journal columns (made on first use), the
+        # rows withheld from the engine (None: none are), and whether it has one key only.
+        self._rows: Rows | None = None
+        self._withheld: np.ndarray | None = None
+        self._one_key = False
+        self._quotes_only = True
+        self._stale_venues = [v for v in self._venue_list if v.faults.stale_quotes]
+        self.market_rows = self.inputs = self.effects = self.signals = self.withheld = 0
         self.orders = self.fills = self.cancels = self.alerts = 0
 
     # --- events -------------------------------------------------------------------------
@@ -226,15 +266,13 @@ class SimRun:
 
     def _key_array(self, batch: pa.RecordBatch) -> np.ndarray:
         """Number each row's (instrument, venue) with the run's key ids."""
-        inst = pc.dictionary_encode(batch.column("instrument"))
-        venue = pc.dictionary_encode(batch.column("venue"))
-        inst_names = inst.dictionary.to_pylist()
-        venue_names = venue.dictionary.to_pylist()
+        inst_names, inst_codes = _encode(batch.column("instrument"))
+        venue_names, venue_codes = _encode(batch.column("venue"))
         lookup = np.empty(len(inst_names) * len(venue_names), dtype=np.int32)
         for a, iname in enumerate(inst_names):
             for b, vname in enumerate(venue_names):
                 lookup[a * len(venue_names) + b] = self._key_id(iname, vname)
-        combined = inst.indices.to_numpy() * len(venue_names) + venue.indices.to_numpy()
+        combined = inst_codes * len(venue_names) + venue_codes
         keys: np.ndarray = lookup[combined]
         return keys
 
@@ -315,48 +353,87 @@ class SimRun:
         """One market row through the journal, the engine and its venue."""
         msg = self._message(view, r)
         self._now = msg.ts_recv
-        self.inputs += 1
-        self.runner.process(msg)
+        if self._withheld is not None and self._withheld[r]:
+            self.withheld += 1
+        else:
+            self.inputs += 1
+            self.runner.process(msg)
         venue = self._key_venue[int(view.key[r])]
         if venue is not None:
             self._push_venue(venue.on_market(msg))
 
+    def _journal_rows(self, batch: pa.RecordBatch, view: MarketView) -> Rows:
+        """The batch's rows as journal inputs: each row's own columns, the others null."""
+        columns: dict[str, Any] = {
+            "ts_recv": batch.column("ts"),
+            "ts_event": batch.column("ts_event"),
+            "instrument": batch.column("instrument"),
+            "venue": batch.column("venue"),
+        }
+        mtype = batch.column("mtype")
+        if bool((view.mtype == MTYPE_QUOTE).all()):
+            for name in _QUOTE_COLUMNS:
+                columns[name] = batch.column(name)
+        else:
+            is_quote = pc.equal(mtype, MTYPE_QUOTE)
+            is_book = pc.equal(mtype, MTYPE_BOOK)
+            for name in _QUOTE_COLUMNS:
+                columns[name] = pc.if_else(is_quote, batch.column(name), None)
+            not_quote = pc.invert(is_quote)
+            columns["price"] = pc.if_else(not_quote, batch.column("price"), None)
+            columns["qty"] = pc.if_else(not_quote, batch.column("qty"), None)
+            side = batch.column("side")
+            columns["aggressor"] = pc.if_else(pc.equal(mtype, MTYPE_TRADE), side, None)
+            columns["side"] = pc.if_else(is_book, side, None)
+            columns["clear"] = pc.if_else(is_book, pc.fill_null(batch.column("clear"), False), None)
+        return columns_rows(_KIND_OF_MTYPE[view.mtype], columns)
+
+    def _withheld_rows(self, view: MarketView) -> np.ndarray | None:
+        """Mark the rows of venues in a stale-quote window (None if there is none)."""
+        withheld: np.ndarray | None = None
+        for venue in self._stale_venues:
+            mine = np.array([v is venue for v in self._key_venue], dtype=bool)[view.key]
+            if not mine.any():
+                continue
+            stale = mine & venue.stale_mask(view.ts)
+            withheld = stale if withheld is None else withheld | stale
+        return withheld if withheld is not None and withheld.any() else None
+
     def _bulk(self, batch: pa.RecordBatch, view: MarketView, a: int, b: int) -> None:
         """Rows [a, b), none of which changes anything: journal, engine, venues in bulk."""
-        n = b - a
-        part = batch.slice(a, n)
-        mtype = view.mtype[a:b]
-        only_quotes = bool((mtype == MTYPE_QUOTE).all())
-        columns: dict[str, Any] = {
-            "ts_recv": part.column("ts"),
-            "ts_event": part.column("ts_event"),
-            "instrument": part.column("instrument"),
-            "venue": part.column("venue"),
-        }
-        for name in _QUOTE_COLUMNS:
-            columns[name] = part.column(name)
-        if not only_quotes:
-            side = part.column("side")
-            columns["price"] = part.column("price")
-            columns["qty"] = part.column("qty")
-            columns["aggressor"] = pc.if_else(
-                pc.equal(part.column("mtype"), MTYPE_TRADE), side, None
-            )
-            is_book = pc.equal(part.column("mtype"), MTYPE_BOOK)
-            columns["side"] = pc.if_else(is_book, side, None)
-            columns["clear"] = pc.if_else(is_book, pc.fill_null(part.column("clear"), False), None)
-        self.journal.append_columns(_KIND_OF_MTYPE[mtype], columns)
-        self.inputs += n
-        # The engine: the last quote and trade per key, and every book level, in row order.
-        keys = view.key[a:b]
-        if only_quotes:
-            rows = _last_per_key(keys, np.arange(n))
+        if self._rows is None:
+            self._rows = self._journal_rows(batch, view)
+        withheld = self._withheld
+        if withheld is None:
+            self.journal.append_rows(self._rows, a, b)
+            self.inputs += b - a
+            kept = None
         else:
-            rows = _last_per_key(keys, np.flatnonzero(mtype == MTYPE_QUOTE))
-            rows += _last_per_key(keys, np.flatnonzero(mtype == MTYPE_TRADE))
-            rows += np.flatnonzero(mtype == MTYPE_BOOK).tolist()
+            kept = np.flatnonzero(~withheld[a:b])
+            if kept.size:
+                # runs of consecutive kept rows, each journaled as one slice
+                breaks = np.flatnonzero(np.diff(kept) != 1)
+                starts = np.concatenate(([kept[0]], kept[breaks + 1])) + a
+                stops = np.concatenate((kept[breaks], [kept[-1]])) + a + 1
+                for start, stop in zip(starts.tolist(), stops.tolist()):
+                    self.journal.append_rows(self._rows, start, stop)
+            self.inputs += kept.size
+            self.withheld += b - a - kept.size
+        # The engine: the last quote and trade per key, and every book level, in row order.
+        mtype = view.mtype[a:b]
+        if kept is None and self._one_key and mtype[-1] == MTYPE_QUOTE and self._quotes_only:
+            rows = [b - a - 1]
+        else:
+            keys = view.key[a:b]
+            at = np.arange(b - a) if kept is None else kept
+            sub = mtype[at]
+            rows = _last_per_key(keys, at[sub == MTYPE_QUOTE])
+            if not self._quotes_only:
+                rows += _last_per_key(keys, at[sub == MTYPE_TRADE])
+                rows += at[sub == MTYPE_BOOK].tolist()
+            rows.sort()
         handle = self.engine.handle
-        for r in sorted(rows):
+        for r in rows:
             if handle(self._message(view, a + r)):
                 raise RuntimeError(
                     "engine contract broken: market data produced effects in a bulk run"
@@ -365,8 +442,9 @@ class SimRun:
             venue.skip(view, a, b)
 
     def _callbacks(self, cols: list[list[int]], start: int, stop: int) -> int:
-        """Show quote rows [start, stop) to the strategy; return the row after the first
-        that answered with signals (they are queued), else `stop`."""
+        """Show quote rows [start, stop) to the strategy (but withheld ones: it sees the
+        market the engine sees); return the row after the first that answered with
+        signals (they are queued), else `stop`."""
         strategy = self.strategy
         assert strategy is not None
         ts, key, mtype, bid, bid_size, ask, ask_size = cols
@@ -386,14 +464,20 @@ class SimRun:
         view = self._view(batch)
         ts = view.ts
         n = len(ts)
+        self._rows = None
+        self._withheld = self._withheld_rows(view) if self._stale_venues else None
+        self._quotes_only = bool((view.mtype == MTYPE_QUOTE).all())
+        self._one_key = bool(view.key.min() == view.key.max())
         cols: list[list[int]] = []
         if self.strategy is not None:
+            withheld = self._withheld
+            shown = view.mtype if withheld is None else np.where(withheld, -1, view.mtype)
             cols = [
                 a.tolist()
                 for a in (
                     ts,
                     view.key,
-                    view.mtype,
+                    shown,
                     view.bid_price,
                     view.bid_size,
                     view.ask_price,
@@ -429,6 +513,7 @@ class SimRun:
                 i = h + 1
             else:
                 i = j
+        self._rows = None
 
     def run(
         self,
@@ -476,5 +561,6 @@ class SimRun:
             cancels=self.cancels,
             alerts=self.alerts,
             undone=undone,
+            withheld=self.withheld,
             wall_s=time.perf_counter() - started,  # clock-ok: summary only
         )

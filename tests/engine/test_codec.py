@@ -282,3 +282,75 @@ def test_encode_when_enum_field_holds_an_equal_plain_str_then_it_decodes_to_the_
     decoded = decode_messages(encode([Entry(0, None, order)]))[0]
     assert decoded == order
     assert decoded.order_type is OrderType.LIMIT
+
+
+# --- assembling batches from rows -------------------------------------------------------------
+
+
+@settings(max_examples=60)
+@given(msgs=st.lists(ANY_MESSAGE, min_size=1, max_size=30), data=st.data())
+def test_assemble_when_rows_of_several_sources_interleave_then_same_batch_as_encoding(
+    msgs: list[Message], data: st.DataObject
+) -> None:
+    first = data.draw(st.integers(0, 10_000), label="first seq")
+    source_of = data.draw(st.lists(st.integers(0, 2), min_size=len(msgs), max_size=len(msgs)))
+    causes = [
+        data.draw(st.none() | st.integers(first, first + n - 1)) if n else None
+        for n in range(len(msgs))
+    ]
+    builders = {s: codec.BatchBuilder(len(msgs)) for s in set(source_of)}
+    row_in_source: list[int] = []
+    for msg, s, cause in zip(msgs, source_of, causes):
+        builder = builders[s]
+        row = sum(1 for t in source_of[: len(row_in_source)] if t == s)
+        builder.encoders[type(msg)](msg, row, cause)
+        row_in_source.append(row)
+    built = {s: b.build_rows(source_of.count(s)) for s, b in builders.items()}
+    parts: list[tuple[codec.Rows, int, int]] = []
+    for n, (s, row) in enumerate(zip(source_of, row_in_source)):
+        if parts and n and source_of[n - 1] == s:
+            rows, start, stop = parts[-1]
+            parts[-1] = (rows, start, stop + 1)
+        else:
+            parts.append((built[s], row, row + 1))
+    got = codec.assemble(first, parts)
+    want = encode(Entry(first + n, c, m) for n, (c, m) in enumerate(zip(causes, msgs)))
+    assert got.equals(want)
+    assert got.serialize().to_pybytes() == want.serialize().to_pybytes()  # nulls hold zeros
+
+
+def test_columns_rows_when_sliced_then_assembled_batch_decodes_to_the_rows_messages() -> None:
+    kinds = [codec.KINDS.index(QuoteTick)] * 3 + [codec.KINDS.index(TradeTick)]
+    rows = codec.columns_rows(
+        pa.array(kinds, pa.int8()),
+        {
+            "ts_recv": [1, 2, 3, 4],
+            "instrument": ["X"] * 4,
+            "venue": ["v"] * 4,
+            "bid_price": [10, 11, None, None],
+            "bid_size": [1, 1, 1, None],
+            "ask_price": [12, 13, 14, None],
+            "ask_size": [2, 2, 2, None],
+            "price": [None, None, None, 11],
+            "qty": [None, None, None, 5],
+            "aggressor": pa.array([None, None, None, 1], pa.int8()),
+        },
+    )
+    builder = codec.BatchBuilder(2)
+    signal = Signal(ts_recv=3, signal_id="s", strategy="a", account="A", instrument="X")
+    builder.encoders[Signal](signal, 0, None)
+    signals = builder.build_rows(1)
+    batch = codec.assemble(7, [(rows, 1, 3), (signals, 0, 1), (rows, 3, 4)])
+    assert batch.column(0).to_pylist() == [7, 8, 9, 10]
+    assert decode_messages(batch) == [
+        quote(2, bid_price=11, ask_price=13, venue="v", instrument="X", bid_size=1, ask_size=2),
+        quote(3, bid_price=None, ask_price=14, venue="v", instrument="X", bid_size=1, ask_size=2),
+        signal,
+        TradeTick(ts_recv=4, instrument="X", venue="v", price=11, qty=5, aggressor=Side.SELL),
+    ]
+
+
+def test_assemble_when_part_is_out_of_range_then_value_error_names_it() -> None:
+    rows = codec.columns_rows(pa.array([0], pa.int8()), {"ts_recv": [1]})
+    with pytest.raises(ValueError, match=r"part \[0, 2\) of 1 rows"):
+        codec.assemble(0, [(rows, 0, 2)])

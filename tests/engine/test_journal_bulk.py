@@ -1,15 +1,17 @@
-"""Bulk append: columns in, the same entries out as message-by-message appends."""
+"""Bulk append: columns in (whole, or slices of rows made once), the same entries out as
+message-by-message appends."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pyarrow as pa
 import pytest
 
-from engine.codec import CodecError
-from engine.journal import JournalReader, JournalWriter, Manifest
+from engine.codec import CodecError, columns_rows
+from engine.journal import JournalError, JournalReader, JournalWriter, Manifest
 from engine.messages import KIND_CODE, BookDelta, QuoteTick, Side, Signal, TradeTick
 
 
@@ -104,3 +106,68 @@ def test_append_columns_when_null_enum_has_garbage_key_then_polars_reads_it(
         )
     frame = pl.read_ipc(next((tmp_path / "bulk").glob("*.arrow")))
     assert frame["aggressor"].to_list() == ["SELL", None]
+
+
+def test_append_rows_when_slices_interleave_with_appends_then_batches_split_at_batch_size(
+    tmp_path: Path,
+) -> None:
+    n = 20
+    quotes = [
+        QuoteTick(
+            ts_recv=i, instrument="X", venue="V", bid_price=i, bid_size=1, ask_price=i + 2,
+            ask_size=2,
+        )
+        for i in range(n)
+    ]  # fmt: skip
+    rows = columns_rows(
+        np.full(n, KIND_CODE[QuoteTick], dtype=np.int8),
+        {
+            "ts_recv": np.arange(n),
+            "instrument": pa.array(["X"] * n),
+            "venue": pa.array(["V"] * n),
+            "bid_price": np.arange(n),
+            "bid_size": np.ones(n, dtype=np.int64),
+            "ask_price": np.arange(n) + 2,
+            "ask_size": np.full(n, 2),
+        },
+    )
+    sig = Signal(
+        ts_recv=5, signal_id="s", strategy="a", account="A", instrument="X", side=Side.BUY, qty=1
+    )
+    want = []
+    with JournalWriter(tmp_path, manifest(), batch_size=4) as w:
+        for start, stop in ((0, 3), (3, 4), (4, 11), (11, 20)):
+            assert w.append_rows(rows, start, stop) == len(want)
+            want += quotes[start:stop]
+            assert w.append(sig) == len(want)
+            want.append(sig)
+    reader = JournalReader(tmp_path / "bulk")
+    assert [e.msg for e in reader.entries()] == want
+    assert [b.num_rows for b in reader.batches()] == [4] * 6
+    assert reader.verify().ok
+
+
+def test_append_rows_when_range_or_rows_are_wrong_then_error_names_them(tmp_path: Path) -> None:
+    rows = columns_rows(np.full(2, KIND_CODE[QuoteTick], dtype=np.int8), {"ts_recv": [1, 2]})
+    with JournalWriter(tmp_path, manifest()) as w:
+        with pytest.raises(JournalError, match=r"got Rows \[1, 3\)"):
+            w.append_rows(rows, 1, 3)
+        with pytest.raises(JournalError, match=r"expected codec.Rows .* got list \[0, 1\)"):
+            w.append_rows([1], 0, 1)  # type: ignore[arg-type]
+        assert w.next_seq == 0
+
+
+def test_append_when_bad_value_follows_bulk_rows_then_error_names_its_seq(tmp_path: Path) -> None:
+    rows = columns_rows(np.full(3, KIND_CODE[QuoteTick], dtype=np.int8), {"ts_recv": [1, 2, 3]})
+    sig = Signal(
+        ts_recv=5, signal_id="s", strategy="a", account="A", instrument="X", side=Side.BUY, qty=1
+    )
+    w = JournalWriter(tmp_path, manifest(), batch_size=8)
+    w.append(sig)
+    w.append_rows(rows, 0, 3)
+    w.append(sig)
+    w.append(Signal(**{**msgspec.structs.asdict(sig), "qty": 2**64}))  # type: ignore[arg-type]
+    with pytest.raises(CodecError, match=r"entry seq 5: Signal\.qty: expected an int64"):
+        w.flush()
+    with pytest.raises(JournalError, match="failed earlier"):
+        w.append(sig)

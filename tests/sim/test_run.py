@@ -1,4 +1,5 @@
-"""The sim loop: fast-forward equals row-by-row, event order, callbacks, determinism."""
+"""The sim loop: fast-forward equals row-by-row, event order, callbacks, determinism,
+stale-quote windows."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from engine.journal import JournalReader
 from engine.messages import (
     AssetClass,
     Instrument,
+    OrderFilled,
     OrderRejected,
     OrderType,
     QuoteTick,
@@ -25,8 +27,9 @@ from engine.messages import (
     TimeInForce,
 )
 from engine.replay import replay
-from sim.market import MARKET_SCHEMA, MTYPE_BOOK, MTYPE_QUOTE, MTYPE_TRADE
-from sim.run import SimRun
+from sim.faults import FaultPlan
+from sim.market import MARKET_SCHEMA, MTYPE_BOOK, MTYPE_QUOTE, MTYPE_TRADE, quote_table
+from sim.run import SimResult, SimRun
 from sim.venue import VenueConfig
 
 INSTRUMENTS = tuple(
@@ -272,3 +275,116 @@ def test_market_book_rows_reach_engine_book(tmp_path: Path) -> None:
         if fb is not None and sb is not None:
             assert list(fb.levels(Side.BUY)) == list(sb.levels(Side.BUY))
             assert list(fb.levels(Side.SELL)) == list(sb.levels(Side.SELL))
+
+
+# --- stale quotes -----------------------------------------------------------------------------
+
+
+def stale_venues(start: int, end: int) -> tuple[VenueConfig, ...]:
+    """VENUES with a stale-quote window [start, end) on venue A."""
+    return (
+        VenueConfig(name="A", latency_ns=3, faults=FaultPlan(stale_quotes=((start, end),))),
+        VENUES[1],
+    )
+
+
+def run_stale(
+    tmp: Path, table: pa.Table, sigs: list[Signal], venues: tuple[VenueConfig, ...], **kw: object
+) -> tuple[Path, SimRun, SimResult]:
+    config = EngineConfig(run_id="r", instruments=INSTRUMENTS)
+    sim = SimRun(config, venues, tmp, **kw)  # type: ignore[arg-type]
+    result = sim.run(table.to_batches(max_chunksize=64), sigs)
+    return Path(result.run_dir), sim, result
+
+
+def test_run_when_stale_quote_window_then_engine_and_journal_get_none_of_its_rows(
+    tmp_path: Path,
+) -> None:
+    table = market(5, 300, kinds=(MTYPE_QUOTE,))
+    ts = table.column("ts").to_pylist()
+    venue = table.column("venue").to_pylist()
+    start, end = ts[150], ts[-1] + 1  # to the end: the engine's last A quote is older
+    run_dir, sim, result = run_stale(tmp_path, table, [], stale_venues(start, end))
+    stale = [i for i in range(len(ts)) if venue[i] == "A" and start <= ts[i] < end]
+    assert stale and result.withheld == len(stale)
+    journaled = [m for _, m in entries(run_dir) if isinstance(m, QuoteTick)]
+    assert len(journaled) == len(ts) - len(stale) == result.inputs
+    assert not [q for q in journaled if q.venue == "A" and q.ts_recv >= start]
+    for inst in ("X", "Y"):
+        before = [q for q in journaled if q.venue == "A" and q.instrument == inst]
+        assert sim.engine.last_quote(inst, "A") == before[-1]
+        after = [q for q in journaled if q.venue == "B" and q.instrument == inst]
+        assert sim.engine.last_quote(inst, "B") == after[-1]
+    replayed, _ = replay(run_dir)
+    assert replayed.ok, replayed.divergence and replayed.divergence.describe()
+
+
+def test_run_when_market_crosses_inside_stale_window_then_venue_fills_unseen_by_engine(
+    tmp_path: Path,
+) -> None:
+    n = 12
+    ts = np.arange(1_000, 1_000 + 10 * n, 10, dtype=np.int64)
+    ask = np.full(n, 1_002, dtype=np.int64)
+    ask[6] = 1_000  # at 1_060, inside the window: the ask reaches our bid
+    sizes = np.full(n, 10, dtype=np.int64)
+    table = quote_table(ts, "X", "A", np.full(n, 998, dtype=np.int64), sizes, ask, sizes)
+    buy = Signal(
+        ts_recv=1_020,
+        signal_id="s",
+        strategy="p",
+        account="ACC",
+        instrument="X",
+        venue="A",
+        side=Side.BUY,
+        qty=5,
+        order_type=OrderType.LIMIT,
+        price=1_000,
+    )
+    run_dir, _, result = run_stale(tmp_path, table, [buy], stale_venues(1_045, 1_075))
+    got = [m for _, m in entries(run_dir)]
+    fills = [m for m in got if isinstance(m, OrderFilled)]
+    assert [(f.qty, f.price, f.ts_event) for f in fills] == [(5, 1_000, 1_060)]
+    quotes = [m.ts_recv for m in got if isinstance(m, QuoteTick)]
+    assert result.withheld == 3 and quotes == [t for t in ts.tolist() if not 1_045 <= t < 1_075]
+    assert all(m.ask_price == 1_002 for m in got if isinstance(m, QuoteTick))
+
+
+@settings(max_examples=8)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    every=st.sampled_from([3, 10]),
+    window=st.tuples(st.integers(0, 399), st.integers(1, 200)),
+)
+def test_run_when_stale_windows_then_fast_forward_same_entries_as_row_by_row(
+    tmp_path_factory: pytest.TempPathFactory, seed: int, every: int, window: tuple[int, int]
+) -> None:
+    table = market(seed, 400)
+    sigs = signals(seed, table, every)
+    ts = table.column("ts").to_pylist()
+    start = ts[window[0]]
+    venues = stale_venues(start, start + window[1])
+    fast, _, fast_result = run_stale(tmp_path_factory.mktemp("fast"), table, sigs, venues)
+    slow, _, slow_result = run_stale(
+        tmp_path_factory.mktemp("slow"), table, sigs, venues, fast=False
+    )
+    assert entries(fast) == entries(slow)
+    assert fast_result.withheld == slow_result.withheld
+    result, _ = replay(fast)
+    assert result.ok, result.divergence and result.divergence.describe()
+
+
+def test_run_when_stale_window_then_tick_strategy_sees_only_quotes_the_engine_gets(
+    tmp_path: Path,
+) -> None:
+    table = market(3, 500)
+    ts = table.column("ts").to_pylist()
+    start, end = ts[100], ts[300]
+    strategy = EveryTenth()
+    run_dir, _, result = run_stale(tmp_path, table, [], stale_venues(start, end), strategy=strategy)
+    mtype = table.column("mtype").to_pylist()
+    venue = table.column("venue").to_pylist()
+    stale = [venue[i] == "A" and start <= ts[i] < end for i in range(len(ts))]
+    shown = [i for i in range(len(ts)) if mtype[i] == MTYPE_QUOTE and not stale[i]]
+    assert strategy.seen == len(shown) and result.withheld > 0
+    journaled = [m for _, m in entries(run_dir) if isinstance(m, QuoteTick)]
+    assert len(journaled) == len(shown)
