@@ -28,7 +28,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from analytics.fill_model import FillModelError, load_fill_model
 from analytics.summary import render, summarize
+from engine.fillmodel import FillModel, model_sha256
 from engine.messages import Signal
 from sim.run import SimRun
 from tape.config import ConfigError, SimConfig, demo_config, load_config
@@ -106,7 +108,19 @@ def cmd_sim(args: argparse.Namespace, out: Console) -> int:
         f"{len(signals):,} signals; {len(setup.instruments)} instruments x "
         f"{len(setup.venues)} venues ({source}), seed {seed}"
     )
-    sim = SimRun(setup.engine_config(run_id, seed), setup.venues, args.journals)
+    model: FillModel | None = None
+    if setup.fill_model is not None:
+        try:
+            model, _ = load_fill_model(setup.fill_model)
+        except FillModelError as exc:
+            raise UsageError(f"--config: router.fill_model: {exc}") from None
+    sha = None if model is None else model_sha256(model)
+    sim = SimRun(
+        setup.engine_config(run_id, seed, fill_model_sha256=sha),
+        setup.venues,
+        args.journals,
+        fill_model=model,
+    )
     try:
         with _progress(out) as bar:
             task = bar.add_task("simulating", total=info.rows)
