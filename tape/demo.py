@@ -13,14 +13,16 @@ from typing import Any
 
 import pyarrow as pa
 from rich.console import Console
+from rich.table import Table
 
+from analytics.summary import render, summarize
+from analytics.tca import aggregate, load_tca
 from engine.core import Engine, EngineConfig
 from engine.messages import AssetClass, Instrument, OrderType, Side, Signal, SignalIntent
 from engine.replay import replay
 from sim.market import MarketSpec, VenueQuoting, generate_quotes
 from sim.run import SimResult, SimRun
 from sim.venue import VenueConfig
-from tape.display import positions_table
 
 START_NS = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
 VENUES = ("ALPHA", "BETA", "GAMMA")
@@ -161,22 +163,51 @@ def cmd_demo(args: argparse.Namespace, out: Console) -> int:
         raise UsageError(f"--ticks: expected at least 10 quotes per venue, got {args.ticks}")
     args.run_id = _free_run_id(args.journals, args.run_id)
     out.print(f"tape demo: 3 instruments x 3 venues, {args.ticks:,} quotes each, seed {args.seed}")
-    result, engine = run_demo(args.journals, args.run_id, args.seed, args.ticks)
+    result, _ = run_demo(args.journals, args.run_id, args.seed, args.ticks)
     out.print(
         f"sim: {result.inputs:,} inputs, {result.effects:,} effects, {result.orders:,} orders, "
         f"{result.fills:,} fills, {result.alerts:,} alerts in {result.wall_s:.2f} s "
         f"({result.inputs / max(result.wall_s, 1e-9):,.0f} events/s)"
     )
-    out.print(positions_table(engine))
+    out.print(render(summarize(result.run_dir, wall_s=result.wall_s)))
+    out.print(venue_table(Path(result.run_dir)))
     verified, _ = replay(Path(result.run_dir), verify=True)
     if verified.divergence is not None:
         out.print(f"replay DIVERGED: {verified.divergence.describe()}")
         return 1
+    run_dir = result.run_dir
     out.print(
         f"replay OK: {verified.inputs + verified.effects:,} entries identical; "
-        f"journal at {result.run_dir}"
+        f"journal at {run_dir}\n"
+        f"next: tape tca {run_dir} --html report.html | tape limits {run_dir} | "
+        f"tape tca {run_dir} --fit-fill-model model.parquet"
     )
     return 0
+
+
+def venue_table(run_dir: Path) -> Table:
+    """Tabulate the run's TCA by venue: fill rate, slippage, shortfall, fees, ack latency."""
+    by_venue = aggregate(load_tca(run_dir).orders, ["venue"])
+    table = Table(title="transaction costs by venue (tape tca)")
+    for col in ("venue", "orders", "fill rate", "slippage vs arrival bps", "shortfall bps",
+                "fees bps", "ack p50 ms"):  # fmt: skip
+        table.add_column(col, justify="left" if col == "venue" else "right")
+    for row in by_venue.iter_rows(named=True):
+        ack = row["sent_to_ack_p50_ns"]
+        table.add_row(
+            row["venue"],
+            f"{row['orders']:,}",
+            f"{row['fill_rate']:.1%}",
+            _fmt(row["slippage_arrival_bps"]),
+            _fmt(row["shortfall_bps"]),
+            _fmt(row["fees_bps"]),
+            "-" if ack is None else f"{ack / 1e6:.1f}",
+        )
+    return table
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def add_demo_parser(sub: Any, common: argparse.ArgumentParser) -> None:
