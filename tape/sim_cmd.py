@@ -135,6 +135,11 @@ def cmd_sim(args: argparse.Namespace, out: Console) -> int:
             f"{args.journals / run_id}):\n{exc.describe()}"
         ) from None
     out.print(render(summarize(result.run_dir, wall_s=result.wall_s)))
+    if result.withheld:
+        out.print(
+            f"note: {result.withheld:,} market rows fell in stale-quote windows of the fault "
+            "plan: the venues saw them, the engine did not"
+        )
     if result.undone:
         out.print(f"note: {result.undone:,} events after the drain horizon were never processed")
     out.print(
