@@ -210,6 +210,17 @@ class _Slicing(NamedTuple):
     sent: int
 
 
+class _Resolved(NamedTuple):
+    """The limits an order of one (account, strategy, instrument, venue) faces."""
+
+    qty_limits: tuple[tuple[str, int, str], ...]  # (limit, value, source)
+    order_limit: tuple[int, str] | None  # tightest max_order_notional and where from
+    aggregates: tuple[tuple[str, int | None, str, int | None, str], ...]  # scope, net, gross
+    caps: tuple[tuple[str, int], ...]  # exposure group -> gross cap
+    rates: tuple[tuple[str, int, str], ...]  # rate key, max orders, source
+    needs_money: bool
+
+
 class Engine:
     """The pure core: `handle` one input, get its effects."""
 
@@ -227,6 +238,7 @@ class Engine:
         "_duplicate_fills",
         "_exposure_groups",
         "_fill_model",
+        "_groups",
         "_handlers",
         "_held",
         "_ids",
@@ -246,6 +258,7 @@ class Engine:
         "_rates",
         "_reconciling",
         "_reported",
+        "_resolved",
         "_retries",
         "_risk",
         "_risk_timer",
@@ -309,6 +322,8 @@ class Engine:
         self._disconnected: dict[str, VenueDisconnected] = {}
         self._reconciling: dict[str, int] = {}  # venue -> ts of the reconnect
         self._reported: dict[str, set[str]] = {}  # venue -> order ids reported since then
+        self._resolved: dict[tuple[str, str, str, str], _Resolved] = {}
+        self._groups: dict[str, tuple[str, ...]] = {}  # instrument -> exposure groups
         self._session_state: dict[str, tuple[int, bool]] = {}  # calendar key -> (until, open)
         self._session_timers: dict[str, tuple[str, int]] = {}  # timer id -> (key, armed at)
         self._rates = RateWindow(config.risk.limits.rate_window_ns)
@@ -322,7 +337,7 @@ class Engine:
         self._retries: dict[str, Order] = {}  # timer id -> the rejected order to retry
         self._attempts: dict[str, int] = {}  # signal id -> retries so far
         self._chases: dict[str, int] = {}  # order id -> replaces sent by the chase policy
-        self._vol: dict[tuple[str, str], deque[tuple[int, int]]] = {}
+        self._vol: dict[tuple[str, str], tuple[deque[tuple[int, int]], ...]] = {}
         self._vol_pause: dict[tuple[str, str], int] = {}  # paused until
         self._risk_timer: str | None = None
         self._watch_pnl = _has_pnl_limits(config.risk)
@@ -1017,20 +1032,69 @@ class Engine:
                 return far
         return self.mark_price(plan.instrument, plan.venue)
 
-    def _limit_denial(self, sig: Signal, plan: _Plan, qty: int) -> Denial | None:
-        """Check the order-size, position, exposure and rate limits for `qty` of a plan."""
-        now = sig.ts_recv
-        account, strategy, name = sig.account, sig.strategy, plan.instrument
+    def _resolve(self, account: str, strategy: str, name: str, venue: str, now: int) -> _Resolved:
+        """Resolve every limit an order of (account, strategy, instrument, venue) faces.
+
+        Cached while no operator override exists (then the config alone decides, and it
+        never changes); with overrides, resolved afresh so that expiries take effect.
+        """
         limits = self._limits
-        scopes = (("firm", "*"), ("account", account), ("strategy", strategy))
-        # Quantity limits: the instrument's own value, tightened by the firm default.
+        cacheable = not limits.has_overrides()
+        key = (account, strategy, name, venue)
+        if cacheable:
+            cached = self._resolved.get(key)
+            if cached is not None:
+                return cached
+        qty_limits: list[tuple[str, int, str]] = []
         for limit in ("max_order_qty", "max_net_qty", "max_gross_qty"):
             value, source = limits.value("instrument", name, limit, now)
             firm, firm_source = limits.value("firm", "*", limit, now)
             if firm is not None and (value is None or firm < value):
                 value, source = firm, f"{firm_source} at the firm"
-            if value is None:
-                continue
+            if value is not None:
+                qty_limits.append((limit, value, source))
+        scopes = (("firm", "*"), ("account", account), ("strategy", strategy))
+        order_limit: tuple[int, str] | None = None
+        for level, scope_name in (*scopes, ("instrument", name)):
+            value, source = limits.value(level, scope_name, "max_order_notional", now)
+            if value is not None and (order_limit is None or value < order_limit[0]):
+                where = _scope_text(_scope_key(level, scope_name))
+                order_limit = (value, f"{source} for {where}")
+        aggregates: list[tuple[str, int | None, str, int | None, str]] = []
+        for level, scope_name in scopes:
+            net, net_source = limits.value(level, scope_name, "max_net_notional", now)
+            gross, gross_source = limits.value(level, scope_name, "max_gross_notional", now)
+            if net is not None or gross is not None:
+                scope = _scope_key(level, scope_name)
+                aggregates.append((scope, net, net_source, gross, gross_source))
+        exposure = self._risk.limits.exposure
+        inst = self._instruments.get(name)
+        groups = () if inst is None else self._groups_of(inst)
+        caps = tuple((g, exposure[g]) for g in groups if g in exposure)
+        rates: list[tuple[str, int, str]] = []
+        for level, scope_name in (*scopes, ("venue", venue)):
+            value, source = limits.value(level, scope_name, "max_orders_per_window", now)
+            if value is not None:
+                rates.append((_scope_key(level, scope_name), value, source))
+        resolved = _Resolved(
+            qty_limits=tuple(qty_limits),
+            order_limit=order_limit,
+            aggregates=tuple(aggregates),
+            caps=caps,
+            rates=tuple(rates),
+            needs_money=order_limit is not None or bool(aggregates) or bool(exposure),
+        )
+        if cacheable:
+            self._resolved[key] = resolved
+        return resolved
+
+    def _limit_denial(self, sig: Signal, plan: _Plan, qty: int) -> Denial | None:
+        """Check the order-size, position, exposure and rate limits for `qty` of a plan."""
+        now = sig.ts_recv
+        account, strategy, name = sig.account, sig.strategy, plan.instrument
+        resolved = self._resolve(account, strategy, name, plan.venue, now)
+        # Quantity limits: the instrument's own value, tightened by the firm default.
+        for limit, value, source in resolved.qty_limits:
             if limit == "max_order_qty":
                 used = qty
             elif limit == "max_net_qty":
@@ -1049,15 +1113,9 @@ class Engine:
                     code=limit,
                     reason=f"{what}: above {limit} {value} for {name} ({source})",
                 )
-        ref = self._reference_price(sig, plan)
         # Money limits: order notional (tightest scope), then the aggregates.
-        order_limit: tuple[int, str] | None = None
-        for level, key in (*scopes, ("instrument", name)):
-            value, source = limits.value(level, key, "max_order_notional", now)
-            if value is not None and (order_limit is None or value < order_limit[0]):
-                order_limit = (value, f"{source} for {_scope_text(_scope_key(level, key))}")
-        needs_money = order_limit is not None or self._has_money_limits(account, strategy, now)
-        if needs_money:
+        if resolved.needs_money:
+            ref = self._reference_price(sig, plan)
             if ref is None:
                 return Denial(
                     code="no_reference_price",
@@ -1071,25 +1129,22 @@ class Engine:
                     reason=f"{name} is priced in {inst.currency}: expected a rate to "
                     f"{self._money.base} in risk.fx_rates",
                 )
-        if order_limit is not None and ref is not None:
-            value = abs(self._money.of(name, ref, qty))
-            if value > order_limit[0]:
-                return Denial(
-                    code="max_order_notional",
-                    reason=f"order notional {value} ({qty} {name} at {ref}) above "
-                    f"max_order_notional {order_limit[0]} ({order_limit[1]})",
+            order_limit = resolved.order_limit
+            if order_limit is not None:
+                value = abs(self._money.of(name, ref, qty))
+                if value > order_limit[0]:
+                    return Denial(
+                        code="max_order_notional",
+                        reason=f"order notional {value} ({qty} {name} at {ref}) above "
+                        f"max_order_notional {order_limit[0]} ({order_limit[1]})",
+                    )
+            for scope, net_limit, net_src, gross_limit, gross_src in resolved.aggregates:
+                denial = self._aggregate_denial(
+                    scope, (net_limit, net_src, gross_limit, gross_src), name, plan.side, qty, ref
                 )
-        if needs_money and ref is not None:
-            for level, key in scopes:
-                denial = self._aggregate_denial(level, key, name, plan.side, qty, ref, now)
                 if denial is not None:
                     return denial
-            inst = self._instruments[name]
-            exposure = self._risk.limits.exposure
-            for group in self._groups_of(inst):
-                cap = exposure.get(group)
-                if cap is None:
-                    continue
+            for group, cap in resolved.caps:
                 agg = self._aggregate("*" if group == "portfolio" else group)
                 _, _, gross = agg.with_order(self._money, name, plan.side, qty, ref)
                 if gross > cap:
@@ -1099,11 +1154,7 @@ class Engine:
                         f"(working orders included): above its limit {cap}",
                     )
         # Order rates.
-        for level, key in (*scopes, ("venue", plan.venue)):
-            value, source = limits.value(level, key, "max_orders_per_window", now)
-            if value is None:
-                continue
-            rate_key = _scope_key(level, key)
+        for rate_key, value, source in resolved.rates:
             count = self._rates.count(rate_key, now)
             if count >= value:
                 window_s = self._risk.limits.rate_window_ns / 1e9
@@ -1114,23 +1165,17 @@ class Engine:
                 )
         return None
 
-    def _has_money_limits(self, account: str, strategy: str, now: int) -> bool:
-        if self._risk.limits.exposure:
-            return True
-        for level, key in (("firm", "*"), ("account", account), ("strategy", strategy)):
-            for limit in ("max_net_notional", "max_gross_notional"):
-                if self._limits.value(level, key, limit, now)[0] is not None:
-                    return True
-        return False
-
     def _aggregate_denial(
-        self, level: str, key: str, name: str, side: Side, qty: int, ref: int, now: int
+        self,
+        scope: str,
+        limits: tuple[int | None, str, int | None, str],
+        name: str,
+        side: Side,
+        qty: int,
+        ref: int,
     ) -> Denial | None:
-        net_limit, net_source = self._limits.value(level, key, "max_net_notional", now)
-        gross_limit, gross_source = self._limits.value(level, key, "max_gross_notional", now)
-        if net_limit is None and gross_limit is None:
-            return None
-        scope = _scope_key(level, key)
+        """Deny an order that takes a scope's worst-case net or gross notional too far."""
+        net_limit, net_source, gross_limit, gross_source = limits
         long, short, gross = self._aggregate(scope).with_order(self._money, name, side, qty, ref)
         net = max(abs(long), abs(short))
         if net_limit is not None and net > net_limit:
@@ -1149,6 +1194,10 @@ class Engine:
         return None
 
     def _groups_of(self, inst: Instrument) -> tuple[str, ...]:
+        """Return the exposure groups an instrument counts in (cached per reference data)."""
+        cached = self._groups.get(inst.instrument)
+        if cached is not None:
+            return cached
         groups = ["portfolio"] if "portfolio" in self._risk.limits.exposure else []
         for group in self._exposure_groups:
             kind, _, value = group.partition(":")
@@ -1159,7 +1208,8 @@ class Engine:
             }.get(kind)
             if have == value:
                 groups.append(group)
-        return tuple(groups)
+        self._groups[inst.instrument] = found = tuple(groups)
+        return found
 
     def _aggregate(self, scope: str) -> Aggregate:
         agg = self._aggregates.get(scope)
@@ -1187,19 +1237,30 @@ class Engine:
         return self._liquidity(sig, plan, mid, quote)
 
     def _volatility_denial(self, name: str, venue: str, mid: int, now: int) -> Denial | None:
-        """Pause after the mid moved too far within the window (sampled at signals)."""
+        """Pause after the mid moved too far within the window (sampled at signals).
+
+        The window's highest and lowest mids are kept in monotonic deques, so a check is
+        O(1) amortised: the largest move against any sample is against one of the two.
+        """
         cfg = self._risk.market
         assert cfg.vol_pause_bps is not None
         key = (name, venue)
-        samples = self._vol.get(key)
-        if samples is None:
-            samples = self._vol[key] = deque()
+        window = self._vol.get(key)
+        if window is None:
+            window = self._vol[key] = (deque(), deque())
+        highs, lows = window  # (ts, mid): mids falling in highs, rising in lows
         horizon = now - cfg.vol_window_ns
-        while samples and samples[0][0] < horizon:
-            samples.popleft()
-        samples.append((now, mid))
+        for samples in window:
+            while samples and samples[0][0] < horizon:
+                samples.popleft()
+        while highs and highs[-1][1] <= mid:
+            highs.pop()
+        highs.append((now, mid))
+        while lows and lows[-1][1] >= mid:
+            lows.pop()
+        lows.append((now, mid))
         paused = self._vol_pause.get(key, 0)
-        for ts, old in samples:
+        for ts, old in (lows[0], highs[0]):
             if old > 0 and abs(mid - old) * 10_000 // old > cfg.vol_pause_bps:
                 paused = max(paused, now + cfg.vol_pause_ns)
                 self._vol_pause[key] = paused
@@ -2197,6 +2258,8 @@ class Engine:
             ]
         self._instruments[msg.instrument] = msg
         self._money.set_instrument(msg)
+        self._groups.pop(msg.instrument, None)  # sector or country may have changed
+        self._resolved.clear()
         return []
 
     def _on_status_report(self, msg: OrderStatusReport) -> list[Message]:

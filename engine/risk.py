@@ -274,6 +274,10 @@ class Money:
         den = rate[1] * 10 ** (inst.price_precision + inst.size_precision)
         self._factors[inst.instrument] = (num, den)
 
+    def factor(self, instrument: str) -> tuple[int, int] | None:
+        """Return (numerator, denominator) turning price x qty into money, or None."""
+        return self._factors.get(instrument)
+
     def convertible(self, instrument: str) -> bool:
         """Say whether the instrument's currency has a rate to the base currency."""
         return self._factors.get(instrument) is not None
@@ -524,11 +528,21 @@ class StateBoard:
 class Limits:
     """Resolve a limit at a scope: an unexpired override, else the configured value."""
 
-    __slots__ = ("_cfg", "_overrides")
+    __slots__ = ("_cfg", "_overrides", "_sets", "version")
 
     def __init__(self, cfg: LimitsConfig) -> None:
         self._cfg = cfg
         self._overrides: dict[tuple[str, str, str], LimitOverride] = {}
+        self._sets: dict[tuple[str, str], LimitSet] = {("firm", "*"): cfg.firm}
+        for level, table in (
+            ("account", cfg.accounts),
+            ("strategy", cfg.strategies),
+            ("instrument", cfg.instruments),
+            ("venue", cfg.venues),
+        ):
+            for name, limits in table.items():
+                self._sets[level, name] = limits
+        self.version = 0  # counts overrides: a cache of resolved values keys on it
 
     @property
     def config(self) -> LimitsConfig:
@@ -537,15 +551,7 @@ class Limits:
 
     def configured(self, level: str, name: str) -> LimitSet | None:
         """Return the configured limits of one scope."""
-        if level == "firm":
-            return self._cfg.firm
-        table = {
-            "account": self._cfg.accounts,
-            "strategy": self._cfg.strategies,
-            "instrument": self._cfg.instruments,
-            "venue": self._cfg.venues,
-        }.get(level)
-        return None if table is None else table.get(name)
+        return self._sets.get((level, "*" if level == "firm" else name))
 
     def override(self, msg: LimitOverride) -> str | None:
         """Record an operator override; return why it cannot apply, or None."""
@@ -564,25 +570,27 @@ class Limits:
         if msg.value < 0:
             return f"value must be >= 0, got {msg.value}"
         self._overrides[level, name, msg.limit] = msg
+        self.version += 1
         return None
 
     def value(self, level: str, name: str, limit: str, now: int) -> tuple[int | None, str]:
         """Return the limit at one scope and where it comes from ("config", "override by X")."""
-        override = self._overrides.get((level, name, limit))
-        if override is not None and (override.expires_at is None or now < override.expires_at):
-            return override.value, f"override by {override.operator}"
-        configured = self.configured(level, name)
+        if self._overrides:
+            override = self._overrides.get((level, name, limit))
+            if override is not None and (override.expires_at is None or now < override.expires_at):
+                return override.value, f"override by {override.operator}"
+        configured = self._sets.get((level, "*" if level == "firm" else name))
         if configured is None:
             return None, "config"
         return getattr(configured, limit), "config"
 
+    def has_overrides(self) -> bool:
+        """Say whether any override was ever recorded (cached resolutions stay exact if not)."""
+        return bool(self._overrides)
+
     def overrides(self) -> list[LimitOverride]:
         """Return every override ever recorded (the latest per scope and limit)."""
         return [self._overrides[k] for k in sorted(self._overrides)]
-
-    def has_overrides(self) -> bool:
-        """Say whether any override was recorded."""
-        return bool(self._overrides)
 
 
 # --- worst-case exposure ----------------------------------------------------------------------
@@ -647,14 +655,25 @@ class Aggregate:
     ) -> tuple[int, int, int]:
         """Return (long, short, gross) money if an order of `qty` were added."""
         term = self.terms.get(instrument)
-        pos, wb, ws = (0, 0, 0) if term is None else (term.pos, term.wb, term.ws)
-        old_l, old_s, old_g = (0, 0, 0) if term is None else (term.long, term.short, term.gross)
+        if term is None:
+            pos = wb = ws = old_l = old_s = old_g = 0
+        else:
+            pos, wb, ws = term.pos, term.wb, term.ws
+            old_l, old_s, old_g = term.long, term.short, term.gross
         if side is Side.BUY:
             wb += qty
         else:
             ws += qty
-        long = money.of(instrument, price, pos + wb)
-        short = money.of(instrument, price, pos - ws)
+        factor = money.factor(instrument)
+        if factor is None:
+            long = short = 0
+        else:
+            num, den = factor
+            unit = price * num  # the order is checked in the hot path: one lookup, no calls
+            value = unit * (pos + wb)
+            long = value // den if value >= 0 else -(-value // den)
+            value = unit * (pos - ws)
+            short = value // den if value >= 0 else -(-value // den)
         gross = max(abs(long), abs(short))
         return self.long + long - old_l, self.short + short - old_s, self.gross + gross - old_g
 
