@@ -2,14 +2,16 @@
 
 Layout of a run directory `<root>/<run_id>/`:
 - `manifest.json`: a `Manifest`, always replaced atomically (tmp, fsync, rename).
-- `NNNNNN.arrows`: the open segment, an Arrow IPC stream that only ever grows. At most
-  one exists, and it is the last segment.
+- `NNNNNN.arrows`: the open segment: the IPC file magic, then an Arrow IPC stream that
+  only ever grows. At most one exists, and it is the last segment.
 - `NNNNNN.arrow`: a sealed segment in the IPC file format (Polars, pyarrow.dataset and
-  DuckDB read these lazily). Sealing writes `NNNNNN.arrow.tmp`, fsyncs, renames, then
-  deletes the `.arrows`; if both exist, the `.arrow` wins. The file is the stream's
-  whole messages, copied as they are, between the file magic and a footer indexing
-  them: byte for byte what pyarrow's file writer makes of the same batches, without
-  decoding or recompressing them. A segment that reaches `segment_bytes` is sealed by
+  DuckDB read these lazily). The file format is the stream's whole messages between the
+  file magic and a footer indexing them, so the writer seals its segment by appending
+  the footer, fsyncing and renaming it: byte for byte what pyarrow's file writer makes
+  of the same batches, without copying, decoding or recompressing them. A segment left
+  by a crash (a torn tail, an interrupted seal) is sealed by copying its whole messages
+  into `NNNNNN.arrow.tmp`, fsync, rename, then deleting the `.arrows`; if both exist,
+  the `.arrow` wins. A segment that reaches `segment_bytes` is sealed by
   a background thread while appends go on in the next one (one seal at a time);
   `close` seals the last one and waits.
 - `NNNNNN.torn`: bytes cut from a crashed writer's torn tail, kept for forensics.
@@ -111,6 +113,7 @@ OPEN_SUFFIX = ".arrows"
 SEALED_SUFFIX = ".arrow"
 TORN_SUFFIX = ".torn"
 _EOS_MARKERS = (b"\xff\xff\xff\xff\x00\x00\x00\x00", b"\x00\x00\x00\x00")
+_EOS_BYTES = 8
 _FILE_MAGIC = b"ARROW1\x00\x00"  # an IPC file starts with it (padded) and ends with its 6 bytes
 _FIRST_SEQ = b"tape.first_seq"
 _LAST_SEQ = b"tape.last_seq"
@@ -312,12 +315,24 @@ class _Segment:
     in place, so a mapping stays valid while a writer works on the run.
     """
 
-    __slots__ = ("_file", "_stream", "messages", "name", "path", "schema", "torn_at")
+    __slots__ = (
+        "_file",
+        "_stream",
+        "base",
+        "clean_end",
+        "messages",
+        "name",
+        "path",
+        "schema",
+        "torn_at",
+    )
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.name = path.name
         self.torn_at: tuple[int, int] | None = None  # (good_bytes, cut_bytes) of a stream
+        self.base = 0  # where an open segment's stream starts: 8 after the file magic
+        self.clean_end = False  # an open segment ends with its last whole message (or EOS)
         # Whole messages of a stream: (type, offset, metadata bytes, body bytes) each.
         self.messages: list[tuple[str, int, int, int]] = []
         self._file: Any = None  # RecordBatchFileReader of a sealed segment
@@ -332,12 +347,15 @@ class _Segment:
             raise JournalError(f"{path}: not a readable Arrow IPC segment ({exc})") from None
 
     def _open_stream(self) -> None:
-        """Find the end of the last whole message; what follows (but an EOS) is torn."""
+        """Find the end of the last whole message; what follows is torn, unless it is an
+        EOS (a closed stream, maybe followed by part of the footer of an interrupted seal)."""
         size = self.path.stat().st_size
         data = pa.memory_map(str(self.path)).read_buffer() if size else pa.py_buffer(b"")
+        if data.size >= len(_FILE_MAGIC) and data.slice(0, len(_FILE_MAGIC)) == _FILE_MAGIC:
+            self.base = len(_FILE_MAGIC)
+            data = data.slice(self.base)
         source = pa.BufferReader(data)
         good = 0
-        torn = False
         try:
             messages = pa.ipc.MessageReader.open_stream(source)
             while True:
@@ -355,10 +373,12 @@ class _Segment:
         except StopIteration:
             pass  # end of stream: EOS marker or a clean end after a whole message
         except (pa.ArrowInvalid, OSError):
-            torn = True  # a partial message
-        rest = data.slice(good).to_pybytes()
-        if torn or (rest and rest not in _EOS_MARKERS):
-            self.torn_at = (good, size - good)
+            pass  # a partial message: torn, unless it is an EOS (see below)
+        rest = data.slice(good, min(_EOS_BYTES, data.size - good)).to_pybytes()
+        ended = rest == _EOS_MARKERS[0] or (rest == _EOS_MARKERS[1] and data.size - good == 4)
+        if rest and not ended:
+            self.torn_at = (self.base + good, size - self.base - good)
+        self.clean_end = not rest or (ended and data.size - good == len(rest))
         self._stream = data.slice(0, good)
         self.schema = _open_stream(self._stream).schema if good else SCHEMA
 
@@ -430,31 +450,48 @@ def _open_segment(path: Path) -> _Segment:
 
 
 def _seal(stream_path: Path, segment: _Segment, compression: Compression) -> None:
-    """Seal an open segment: write its whole messages as an IPC file, fsync, rename over
-    `.arrow`, delete the stream. The file format is the stream's messages between a
-    magic number and a footer locating them, so the bytes are copied as they are and
-    only the footer is built (batches are rewritten only if the stream has no batch or
-    its dictionaries are not the one set written before the first batch)."""
+    """Seal an open segment into the IPC file format and rename it `.arrow`.
+
+    The file format is the stream's messages between the file magic and a footer locating
+    them. The writer starts every open segment with the magic, so a segment that ends with
+    its messages (and an EOS) is sealed in place: the footer appended, fsync, rename. Any
+    other (a torn tail, an interrupted seal, a stream without the magic) is copied: the
+    whole messages as they are under the magic, then the footer, into `.arrow.tmp`, fsync,
+    rename, delete the stream. Batches are rewritten only if the stream has no batch or its
+    dictionaries are not the one set written before the first batch."""
     run_dir = stream_path.parent
     final = stream_path.with_suffix(SEALED_SUFFIX)
-    tmp = run_dir / (final.name + ".tmp")
     footer = _footer(segment)
+    batches = sum(1 for m in segment.messages if m[0] == "record batch")
+    tail = b"" if footer is None else footer + struct.pack("<i", len(footer)) + _FILE_MAGIC[:6]
+    if footer is not None and segment.base and segment.clean_end:
+        with open(stream_path, "r+b", buffering=0) as out:
+            out.seek(segment.base + segment.messages_bytes)  # over the EOS: the same bytes
+            _write_all(out, _EOS_MARKERS[0] + tail)
+            os.fsync(out.fileno())
+        _check_footer(stream_path, batches)
+        os.replace(stream_path, final)
+        _fsync_dir(run_dir)
+        return
+    tmp = run_dir / (final.name + ".tmp")
     if footer is None:
         _rewrite(segment, tmp, compression)
     else:
         with open(tmp, "wb", buffering=0) as out:
             _write_all(out, _FILE_MAGIC)
-            _copy_prefix(segment.path, out, segment.messages_bytes)
-            tail = _EOS_MARKERS[0] + footer + struct.pack("<i", len(footer)) + _FILE_MAGIC[:6]
-            _write_all(out, tail)
+            _copy_prefix(segment.path, out, segment.base, segment.messages_bytes)
+            _write_all(out, _EOS_MARKERS[0] + tail)
             os.fsync(out.fileno())
-        batches = sum(1 for m in segment.messages if m[0] == "record batch")
-        indexed = pa.ipc.open_file(str(tmp)).num_record_batches  # read the footer back
-        if indexed != batches:
-            raise JournalError(f"{tmp}: the footer indexes {indexed} batches, not {batches}")
+        _check_footer(tmp, batches)
     os.replace(tmp, final)
     stream_path.unlink()
     _fsync_dir(run_dir)
+
+
+def _check_footer(path: Path, batches: int) -> None:
+    indexed = pa.ipc.open_file(str(path)).num_record_batches  # read the footer back
+    if indexed != batches:
+        raise JournalError(f"{path}: the footer indexes {indexed} batches, not {batches}")
 
 
 def _rewrite(segment: _Segment, path: Path, compression: Compression) -> None:
@@ -471,10 +508,11 @@ def _rewrite(segment: _Segment, path: Path, compression: Compression) -> None:
         sink.close()
 
 
-def _copy_prefix(path: Path, out: Any, size: int) -> None:
-    """Append the first `size` bytes of the file at `path` to the raw file `out`, in the
-    kernel where it can (`copy_file_range`)."""
+def _copy_prefix(path: Path, out: Any, start: int, size: int) -> None:
+    """Append `size` bytes from byte `start` of the file at `path` to the raw file `out`,
+    in the kernel where it can (`copy_file_range`)."""
     with open(path, "rb", buffering=0) as source:
+        source.seek(start)
         if hasattr(os, "copy_file_range"):
             try:
                 while size > 0:
@@ -942,6 +980,7 @@ class JournalWriter:
         path = self.run_dir / _segment_name(self._segment, OPEN_SUFFIX)
         self._raw = pa.OSFile(str(path), "wb")
         self._sink = pa.BufferedOutputStream(self._raw, _IO_BUFFER)
+        self._sink.write(_FILE_MAGIC)  # sealing then only appends the footer (see `_seal`)
         self._ipc = pa.ipc.new_stream(self._sink, SCHEMA, options=_write_options(self.compression))
         self._dir_synced = False
 

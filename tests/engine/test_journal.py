@@ -103,8 +103,12 @@ def segment_names(run_dir: Path) -> list[str]:
 
 
 def batch_ends(path: Path) -> list[int]:
-    """Byte offsets at which each record-batch message of an IPC stream ends."""
-    source = pa.BufferReader(pa.py_buffer(path.read_bytes()))
+    """Byte offsets in the file at which each record-batch message of an open segment
+    (the IPC file magic, then a stream) ends."""
+    data = path.read_bytes()
+    assert data[:8] == b"ARROW1\x00\x00"
+    source = pa.BufferReader(pa.py_buffer(data))
+    source.seek(8)
     reader = pa.ipc.MessageReader.open_stream(source)
     ends: list[int] = []
     while True:
@@ -451,7 +455,8 @@ def test_reader_when_crash_left_a_partial_schema_then_no_entries_and_torn_report
     (tmp_path / "000000.arrows").write_bytes(stream[:size])
     reader = JournalReader(tmp_path)
     assert list(reader.entries()) == []
-    assert reader.torn == ([TornTail("000000.arrows", 0, size, None)] if size else [])
+    kept = 8 if size >= 8 else 0  # the file magic the segment starts with, when whole
+    assert reader.torn == ([TornTail("000000.arrows", kept, size - kept, None)] if size else [])
     assert reader.verify().ok
 
 

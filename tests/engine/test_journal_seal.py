@@ -1,5 +1,6 @@
-"""Sealing by copy: the sealed IPC file is byte for byte what pyarrow's file writer makes
-of the stream's batches, whether sealed at close, at rotation or after a torn tail."""
+"""Sealing: the sealed IPC file is byte for byte what pyarrow's file writer makes of the
+stream's batches, whether sealed in place at close or rotation, or by copy after a torn
+tail or an interrupted seal."""
 
 from __future__ import annotations
 
@@ -43,7 +44,9 @@ def fill(writer: JournalWriter, count: int) -> None:
 
 def rewritten(stream: Path, compression: str | None) -> bytes:
     """What pyarrow's IPC file writer makes of a stream's batches and their metadata."""
-    reader = pa.ipc.open_stream(pa.py_buffer(stream.read_bytes()))
+    data = stream.read_bytes()
+    assert data[:8] == b"ARROW1\x00\x00"  # an open segment starts with the file magic
+    reader = pa.ipc.open_stream(pa.py_buffer(data[8:]))
     sink = pa.BufferOutputStream()
     options = pa.ipc.IpcWriteOptions(compression=compression, use_threads=False)
     with pa.ipc.new_file(sink, SCHEMA, options=options) as writer:
@@ -68,7 +71,9 @@ def test_close_when_segment_has_batches_then_sealed_bytes_equal_pyarrow_file_wri
     writer.flush()
     stream = tmp_path / "seal" / "000000.arrows"
     shutil.copy(stream, tmp_path / "copy.arrows")
+    inode = stream.stat().st_ino
     writer.close()
+    assert (tmp_path / "seal" / "000000.arrow").stat().st_ino == inode  # sealed in place
     sealed = (tmp_path / "seal" / "000000.arrow").read_bytes()
     assert sealed == rewritten(tmp_path / "copy.arrows", compression)
     assert not stream.exists()
@@ -109,4 +114,29 @@ def test_restart_when_tail_was_torn_then_recovered_segment_sealed_as_pyarrow_wou
     whole.write_bytes(data[: restarted.torn.good_bytes])
     restarted.close()
     assert (crashed / "seal" / "000000.arrow").read_bytes() == rewritten(whole, "lz4")
+    assert JournalReader(crashed / "seal").verify().ok
+
+
+def test_restart_when_seal_was_interrupted_then_not_torn_and_sealed_again(
+    tmp_path: Path,
+) -> None:
+    """A crash while the footer was being appended leaves the stream, its EOS and part of
+    the footer: every batch is whole (no torn tail), and a restarted writer seals it."""
+    writer = JournalWriter(tmp_path / "live", manifest(), batch_size=5, fsync="none")
+    fill(writer, 23)
+    writer.flush()
+    crashed = tmp_path / "crash"
+    shutil.copytree(tmp_path / "live", crashed)
+    writer.close()
+    sealed = (tmp_path / "live" / "seal" / "000000.arrow").read_bytes()
+    stream = crashed / "seal" / "000000.arrows"
+    (crashed / "seal" / "writer.lock").unlink(missing_ok=True)
+    stream.write_bytes(sealed[:-40])  # the footer cut short
+    reader = JournalReader(crashed / "seal")
+    assert reader.torn == [] and len(list(reader.entries())) == 23
+    restarted = JournalWriter(crashed, manifest(), batch_size=5)
+    assert restarted.torn is None and restarted.next_seq == 23
+    restarted.close()
+    assert (crashed / "seal" / "000000.arrow").read_bytes() == sealed
+    assert not stream.exists()
     assert JournalReader(crashed / "seal").verify().ok
