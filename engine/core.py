@@ -137,6 +137,7 @@ RISK_CHECK = "risk_check"
 RECON_TIMEOUT = "recon_timeout"
 SESSION = "session"
 DAY_EXPIRY = "day_expiry"
+CANCEL_RETRY = "cancel_retry"
 TIMER_PURPOSES = (
     ACK_TIMEOUT,
     RETRY,
@@ -149,6 +150,7 @@ TIMER_PURPOSES = (
     RECON_TIMEOUT,
     SESSION,
     DAY_EXPIRY,
+    CANCEL_RETRY,
 )
 KNOWN_LIMITS = LIMIT_NAMES
 RECON_STRATEGY = "_recon"  # the strategy reconciliation adjustments are booked to
@@ -231,6 +233,7 @@ class Engine:
         "_books",
         "_breaker_timers",
         "_breakers",
+        "_cancel_attempts",
         "_chases",
         "_config",
         "_day",
@@ -337,6 +340,7 @@ class Engine:
         self._retries: dict[str, Order] = {}  # timer id -> the rejected order to retry
         self._attempts: dict[str, int] = {}  # signal id -> retries so far
         self._chases: dict[str, int] = {}  # order id -> replaces sent by the chase policy
+        self._cancel_attempts: dict[str, int] = {}  # order id -> cancels resent while halted
         self._vol: dict[tuple[str, str], tuple[deque[tuple[int, int]], ...]] = {}
         self._vol_pause: dict[tuple[str, str], int] = {}  # paused until
         self._risk_timer: str | None = None
@@ -1551,10 +1555,66 @@ class Engine:
         self._track(order, 0, order.leaves_qty - leaves, None)
         if status in TERMINAL:
             self._forget_open(order)
+        if isinstance(msg, CancelRejected) and order.is_open and status is not before:
+            return self._on_cancel_rejected(msg, order)
         if isinstance(msg, OrderRejected) and before is not OrderStatus.REJECTED:
             # A repeated reject is not a new one; an order we were canceling stays dead.
             return self._on_rejected(msg, order, retry=before is not OrderStatus.PENDING_CANCEL)
         return []
+
+    def _on_cancel_rejected(self, msg: CancelRejected, order: Order) -> list[Message]:
+        """The venue refused a cancel and the order still works: say so; while its scope is
+        halted, send the cancel again with backoff, up to max_retries times."""
+        now = msg.ts_recv
+        policy = self._risk.lifecycle
+        state, scope, _ = self._states.effective(order.account, order.strategy, order.instrument)
+        head = (
+            f"cancel of order {order.order_id} ({order.side.value} {order.leaves_qty} "
+            f"{order.instrument} left) rejected by {order.venue}: {msg.reason}"
+        )
+        if state is not TradingState.HALTED:
+            alert = Alert(
+                ts_recv=now,
+                severity=Severity.WARNING,
+                code="CANCEL_REJECTED",
+                text=f"{head}; the order keeps working",
+                order_id=order.order_id,
+                instrument=order.instrument,
+                venue=order.venue,
+            )
+            return [alert]
+        attempts = self._cancel_attempts.get(order.order_id, 0)
+        effects: list[Message] = []
+        if attempts < policy.max_retries:
+            backoff = min(policy.retry_backoff_ns << attempts, policy.retry_backoff_max_ns)
+            self._cancel_attempts[order.order_id] = attempts + 1
+            then = (
+                f"cancel sent again in {backoff // 1_000_000} ms "
+                f"(attempt {attempts + 1} of {policy.max_retries})"
+            )
+            effects.append(self._timer(now, backoff, CANCEL_RETRY, order.order_id))
+        else:
+            then = f"{attempts} cancels resent already: cancel it at the venue by hand"
+        alert = Alert(
+            ts_recv=now,
+            severity=Severity.CRITICAL,
+            code="CANCEL_REJECTED",
+            text=f"{head}; still working while {_scope_text(scope)} is halted: {then}",
+            order_id=order.order_id,
+            instrument=order.instrument,
+            venue=order.venue,
+        )
+        return [alert, *effects]
+
+    def _on_cancel_retry(self, msg: TimerFired) -> list[Message]:
+        order = self._timer_order(msg)
+        if order is None:
+            return []
+        state, _, _ = self._states.effective(order.account, order.strategy, order.instrument)
+        if state is not TradingState.HALTED:
+            return []  # resumed meanwhile: the order may work again
+        cancel = self._request_cancel(order, msg.ts_recv)
+        return [] if cancel is None else [cancel]
 
     def _on_rejected(self, msg: OrderRejected, order: Order, retry: bool = True) -> list[Message]:
         """Retry a retryable reject with backoff (a new order id); escalate the rest."""
@@ -1614,6 +1674,12 @@ class Engine:
         if msg.trade_id in order.trade_ids:
             self._duplicate_fills += 1
             return []
+        if order.recovered_qty and msg.qty > 0:
+            absorbed = self._absorb_recovered(msg, order)
+            if absorbed[1] is None:
+                return [absorbed[0]]
+            effects = self._on_filled(absorbed[1])
+            return [absorbed[0], *effects]
         filled = order.filled_qty + msg.qty
         event = OrderEvent.FULL_FILL if filled >= order.qty else OrderEvent.PARTIAL_FILL
         if msg.qty <= 0:
@@ -1621,13 +1687,16 @@ class Engine:
         overfill = filled > order.qty
         first_partial = order.filled_qty == 0 and not overfill and filled < order.qty
         leaves = order.leaves_qty
+        after_reject = order.status is OrderStatus.REJECTED
         try:
             status = order.apply(event, msg.ts_recv)
         except InvalidTransition:
-            if not overfill:
+            if not (overfill or after_reject):
                 return [self._anomaly(msg, order, event, "not a legal transition")]
             status = order.status  # booked anyway: the venue says it traded
         effects = self._book_fill(order, msg.trade_id, msg.price, msg.qty, msg.fee, msg.ts_recv)
+        if after_reject:
+            effects.extend(self._fill_after_reject(msg, order))
         self._track(order, msg.qty, order.leaves_qty - leaves, msg.price)
         if status in TERMINAL:
             self._forget_open(order)
@@ -1650,6 +1719,50 @@ class Engine:
             )
         )
         return effects
+
+    def _fill_after_reject(self, msg: OrderFilled, order: Order) -> list[Message]:
+        """A venue fills an order it rejected, or one the engine closed as lost in a
+        disconnect: the trade is booked (the venue says it happened), a retry not yet sent
+        is dropped, and the operator is told the venue may still work the rest."""
+        dropped = [tid for tid, rejected in self._retries.items() if rejected is order]
+        for tid in dropped:
+            del self._retries[tid]
+        retry = "its pending retry dropped" if dropped else "no retry pending"
+        return [
+            Alert(
+                ts_recv=msg.ts_recv,
+                severity=Severity.CRITICAL,
+                code="FILL_AFTER_REJECT",
+                text=f"order {order.order_id} was rejected, yet {order.venue} reports fill "
+                f"{msg.trade_id} of {msg.qty} at {msg.price}: booked to positions, {retry}; "
+                f"the venue may still work the rest: reconcile",
+                order_id=order.order_id,
+                instrument=order.instrument,
+                venue=order.venue,
+            )
+        ]
+
+    def _absorb_recovered(self, msg: OrderFilled, order: Order) -> tuple[Alert, OrderFilled | None]:
+        """A fill report for an order with fills recovered from a status report: the first
+        reports to arrive are those fills (booked already); book only what goes beyond.
+        Return the alert that says so and the rest of the fill to book (None if none)."""
+        absorbed = min(order.recovered_qty, msg.qty)
+        order.recovered_qty -= absorbed
+        rest = msg.qty - absorbed
+        rest_fee = msg.fee * rest // msg.qty
+        # The recovered part was booked without its fee: book that now, with no quantity.
+        self._book_fill(order, msg.trade_id, msg.price, 0, msg.fee - rest_fee, msg.ts_recv)
+        text = (
+            f"fill {msg.trade_id} of {msg.qty} on order {order.order_id} at {msg.price}: "
+            f"{absorbed} already booked from {order.venue}'s status report after the "
+            f"reconnect" + (f", the other {rest} booked now" if rest else "")
+        )
+        alert = self._info(msg.ts_recv, "RECOVERED_FILL_REPORTED", text, order)
+        if not rest:
+            return alert, None
+        # The rest is a new fill, under a trade id of its own (the report's is recorded).
+        part = msgspec.structs.replace(msg, qty=rest, trade_id=f"{msg.trade_id}:rest", fee=rest_fee)
+        return alert, part
 
     def _book_fill(
         self, order: Order, trade_id: str, price: int, qty: int, fee: int, now: int
@@ -1701,6 +1814,7 @@ class Engine:
             RECON_TIMEOUT: self._on_recon_timeout,
             SESSION: self._on_session,
             DAY_EXPIRY: self._on_day_expiry,
+            CANCEL_RETRY: self._on_cancel_retry,
         }.get(msg.purpose)
         if handler is None:
             return [
@@ -1804,12 +1918,14 @@ class Engine:
         """Replace a partly filled limit order at the touch, up to max_chases times."""
         order = self._timer_order(msg)
         policy = self._risk.lifecycle
-        if order is None or order.status not in (
-            OrderStatus.PARTIALLY_FILLED,
-            OrderStatus.ACCEPTED,
-        ):
+        if order is None:
             return []
         chased = self._chases.get(order.order_id, 0)
+        if order.status is OrderStatus.PENDING_REPLACE:  # the last replace is unanswered
+            again = self._timer(msg.ts_recv, policy.chase_interval_ns, CHASE, order.order_id)
+            return [again] if chased < policy.max_chases else []
+        if order.status not in (OrderStatus.PARTIALLY_FILLED, OrderStatus.ACCEPTED):
+            return []
         state, _, _ = self._states.effective(order.account, order.strategy, order.instrument)
         if state is TradingState.HALTED:
             return []  # no replace while halted: the halt's cancels stand
@@ -2197,7 +2313,11 @@ class Engine:
         for order in list(self._open.values()):
             if order.venue != msg.venue or order.order_id in reported:
                 continue
-            if order.status is not OrderStatus.PENDING_NEW:
+            unacked = order.status is OrderStatus.PENDING_NEW or (
+                order.status is OrderStatus.PENDING_CANCEL
+                and order.previous is OrderStatus.PENDING_NEW
+            )
+            if not unacked:
                 continue  # acknowledged once: the venue knows it; a missing report is its gap
             # The venue never received it (lost in the disconnect): safe to close and retry.
             lost = OrderRejected(
@@ -2333,6 +2453,7 @@ class Engine:
             order.apply(event, msg.ts_recv)
         trade_id = f"recon:{order.order_id}:{filled}"
         self._book_fill(order, trade_id, price, missed, 0, msg.ts_recv)
+        order.recovered_qty += missed
         self._track(order, missed, order.leaves_qty - leaves, price)
         if order.status in TERMINAL:
             self._forget_open(order)

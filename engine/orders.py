@@ -18,6 +18,9 @@ Invariants:
 - `PREVIOUS` in the table means "the status before the pending request". The order keeps
   it in `previous`, and advances it with the acks and fills that arrive while the request
   is pending, so a rejected cancel after a partial fill lands in PARTIALLY_FILLED.
+- A cancel that overtakes a pending replace leaves the replace pending (`replace_pending`):
+  if the venue rejects the cancel, the order goes back to PENDING_REPLACE, not to the
+  status before the replace, so the replace's answer still applies.
 - `trade_ids` is a set used for membership only, never iterated.
 """
 
@@ -148,6 +151,8 @@ class Order:
         "previous",
         "price",
         "qty",
+        "recovered_qty",
+        "replace_pending",
         "side",
         "signal_id",
         "status",
@@ -197,6 +202,10 @@ class Order:
         self.fees = 0  # notional units
         self.venue_order_id: str | None = None
         self.trade_ids: set[str] = set()
+        # Filled quantity booked from a venue's status report (fills lost in a disconnect)
+        # whose own fill reports have not arrived: the engine absorbs them when they do.
+        self.recovered_qty = 0
+        self.replace_pending = False  # a replace overtaken by a cancel still awaits its answer
         self.ts_created = ts_created
         self.ts_last = ts_created
 
@@ -238,13 +247,22 @@ class Order:
         if target is None:
             raise InvalidTransition(self.order_id, status, event)
         if target is PREVIOUS:
-            target = self.previous
+            if event is OrderEvent.CANCEL_REJECTED and self.replace_pending:
+                target = OrderStatus.PENDING_REPLACE
+            else:
+                target = self.previous
         elif status in PENDING_REQUEST:
             if target is status:
                 # An ack or a fill during a pending request changes where a reject returns.
                 self.previous = _advance(self.previous, event)
         elif target in PENDING_REQUEST:
             self.previous = status
+        if status is OrderStatus.PENDING_REPLACE and target is OrderStatus.PENDING_CANCEL:
+            self.replace_pending = True
+        elif self.replace_pending and (
+            event in (OrderEvent.REPLACED, OrderEvent.REPLACE_REJECTED) or target in TERMINAL
+        ):
+            self.replace_pending = False
         self.status = target
         self.ts_last = ts
         return target

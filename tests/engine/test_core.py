@@ -660,7 +660,12 @@ def test_engine_venue_event_when_any_status_then_table_or_anomaly(
     before = (order.filled_qty, order.qty)
     effects = engine.handle(venue_message(event, order))
     target = TRANSITIONS.get((status, event))
-    if target is None:
+    if status is S.REJECTED and event in (OrderEvent.PARTIAL_FILL, OrderEvent.FULL_FILL):
+        # The venue says it traded: booked, whatever the order's state says.
+        alert = only_alert(effects, "FILL_AFTER_REJECT")
+        assert alert.severity is Severity.CRITICAL and "booked to positions" in alert.text
+        assert order.status is S.REJECTED and order.filled_qty > before[0]
+    elif target is None:
         alert = only_alert(effects, "ORDER_ANOMALY")
         assert f"({event.value}) for order run-1 in {status.value}" in alert.text
         assert alert.text.endswith("not a legal transition; order unchanged")
@@ -675,6 +680,9 @@ def test_engine_venue_event_when_any_status_then_table_or_anomaly(
                 else "not retryable"
             )
             assert alert.text.endswith(f"rejected by V1: venue says no ({why})")
+        elif event is OrderEvent.CANCEL_REJECTED and status is S.PENDING_CANCEL:
+            alert = only_alert(effects, "CANCEL_REJECTED")  # the order works on: said so
+            assert alert.severity is Severity.WARNING and "keeps working" in alert.text
         else:
             assert effects == []
         assert order.status is (order.previous if target is PREVIOUS else target)
@@ -711,7 +719,7 @@ def test_engine_timer_when_unknown_purpose_then_alert() -> None:
     assert only_alert(effects, "UNKNOWN_TIMER").text == (
         "timer x has purpose 'coffee': expected one of ack_timeout, retry, partial_timeout, "
         "chase, stale_order, slice, breaker, risk_check, recon_timeout, session, "
-        "day_expiry; ignored"
+        "day_expiry, cancel_retry; ignored"
     )
 
 
