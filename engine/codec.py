@@ -294,6 +294,13 @@ def _encoder_factory(code: int) -> EncoderFactory:
         if col.codec in _CHECKS:
             check = _CHECKS[col.codec].format(none=" and v is not None" if field.optional else "")
             body.append(f"if {check}: raise bad(m)")
+            # What only the batch build would find, found here, before the entry has a seq:
+            # an int past int64, text that is not UTF-8 (a lone surrogate).
+            some = "v is not None and " if field.optional else ""
+            if col.codec == "int":
+                body.append(f"if {some}not {-(2**63)} <= v < {2**63}: raise bad(m)")
+            elif col.codec == "str":
+                body.append(f"if {some}not v.isascii(): v.encode()")
             body.append(f"c{j}[i] = v")
         elif col.codec == "enum":
             codes: dict[Any, int | None] = {m: n for n, m in enumerate(col.py_type)}
@@ -569,7 +576,7 @@ def encode(entries: Iterable[Entry | tuple[int, int | None, Message]]) -> pa.Rec
         try:
             encoder(msg, row, cause)
         except (KeyError, TypeError, ValueError) as exc:
-            raise message_error(msg, exc) from None
+            raise CodecError(f"entry seq {seq}: {message_error(msg, exc)}") from None
     return builder.build(first, len(items))
 
 

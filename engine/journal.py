@@ -37,9 +37,12 @@ Invariants:
   always fsyncs. The manifest is fsynced on every write.
 - Reopening a run (after a crash or a close) continues it in a new segment; the manifest
   given must match the stored one in everything but status, head_hash and entries.
-- A writer that cannot write (a value Arrow refuses when the batch is built, an I/O
-  error) refuses everything after: seqs were handed out that it cannot journal. What
-  reached the disk stays readable, and a writer reopening the run recovers it.
+- A writer that cannot write (an I/O error, a value Arrow refuses when the batch is
+  built) refuses everything after: seqs were handed out that it cannot journal. Its
+  `close` (or leaving its `with` block) closes its files and releases the run, then
+  raises; what reached the disk stays readable, and a writer reopening the run (in this
+  process or another) recovers it. Values only the batch build would refuse (an int
+  past int64, text that is not UTF-8) are refused at `append`, before they get a seq.
 - Segment files are created, appended to, renamed and deleted, never rewritten in place,
   so readers may memory-map them while a writer works.
 - Nothing here reads the clock, draws random numbers or iterates a set.
@@ -723,13 +726,15 @@ class JournalWriter:
             self._lock = _lock(self.run_dir)
             self.manifest = self._reopen(manifest)
             return
-        if self.run_dir.exists() and any(p.name != LOCK for p in self.run_dir.iterdir()):
+        ours = (LOCK, MANIFEST + ".tmp")  # a crash while the first manifest was written
+        if self.run_dir.exists() and any(p.name not in ours for p in self.run_dir.iterdir()):
             raise JournalError(
                 f"{self.run_dir}: directory has files but no {MANIFEST}; "
                 "refusing to write a journal into it"
             )
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._lock = _lock(self.run_dir)
+        (self.run_dir / ours[1]).unlink(missing_ok=True)
         self.manifest = msgspec.structs.replace(manifest, status="open", head_hash=None, entries=0)
         _write_manifest(self.run_dir, self.manifest)
         _fsync_dir(self.run_dir.parent)
@@ -906,6 +911,7 @@ class JournalWriter:
         if self._closed:
             return
         if self._failed is not None:
+            self._abandon()
             raise self._refusal(None, None)
         if self._seq > self._written:
             self._write_batch(full=False, durable=False)
@@ -923,6 +929,21 @@ class JournalWriter:
         _write_manifest(self.run_dir, self.manifest)
         _unlock(self.run_dir, self._lock)
 
+    def _abandon(self) -> None:
+        """Close a failed writer's files and release the run, as the death of its process
+        would: what reached the disk stays, and a new writer recovers the run."""
+        self._closed = True
+        try:
+            if self._sink is not None:
+                self._sink.close()  # no EOS: the stream may end inside a batch (a torn tail)
+        except (OSError, pa.ArrowException):
+            pass  # the disk that failed the batch may fail this too: the tail is torn then
+        self._ipc = self._sink = self._raw = None
+        if self._sealer is not None:
+            self._sealer.join()
+            self._sealer = None
+        _unlock(self.run_dir, self._lock)
+
     def __enter__(self) -> JournalWriter:
         return self
 
@@ -934,6 +955,8 @@ class JournalWriter:
     ) -> None:
         if self._failed is None:
             self.close()
+        elif not self._closed:
+            self._abandon()  # the failure's exception is the one that matters
 
     def _write_batch(self, *, full: bool, durable: bool) -> None:
         """Write everything pending (built parts and builder rows) as one batch."""

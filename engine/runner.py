@@ -8,7 +8,16 @@ Invariants (DESIGN.md, "Every input, in this order"):
 - With `write_ahead` (live runs), the journal is flushed durably before any venue
   command is dispatched: nothing leaves the process that the journal could lose.
 - Dispatch happens last, in effect order. The runner never reorders or drops anything.
-- `ts_recv` never goes backwards: the live clock is monotonic by construction.
+- `ts_recv` never goes backwards: the live clock is monotonic by construction, and a
+  restarted runner stamps nothing earlier than the journal's last input.
+- A runner on a journal that already holds entries (a run reopened after a crash or a
+  stop) first rebuilds its engine, which must be fresh, from them: every journaled input
+  is handled again and each effect must equal the journaled one (else `RecoveryError`:
+  the run continues only with the code that wrote it). Nothing journaled is dispatched
+  again, except the timers still pending (re-armed with their ids and times). An input
+  whose effects are not all in the journal (a crash while they were appended) sent
+  nothing, since dispatch comes last: its missing effects are journaled, then all its
+  effects are dispatched, once.
 """
 
 from __future__ import annotations
@@ -23,8 +32,8 @@ from typing import Any
 import msgspec
 
 from engine.core import Engine, EngineConfig
-from engine.journal import JournalWriter, Manifest
-from engine.messages import VENUE_COMMANDS, Message
+from engine.journal import JournalReader, JournalWriter, Manifest
+from engine.messages import VENUE_COMMANDS, Message, ScheduleTimer, TimerFired
 
 Dispatch = Callable[[Message], None]
 
@@ -95,10 +104,81 @@ def _ignore(_: Message) -> None:
     """Dispatch nowhere (tests and sim runs that only journal)."""
 
 
+class RecoveryError(RuntimeError):
+    """A journal the engine does not reproduce: the run cannot continue with this code."""
+
+
+class _Recovered:
+    """What rebuilding an engine from its journal leaves to do."""
+
+    __slots__ = ("last_ts", "missing", "pending_timers", "unsent")
+
+    def __init__(self) -> None:
+        self.last_ts: int | None = None  # ts_recv of the last journaled input
+        self.pending_timers: dict[str, ScheduleTimer] = {}  # scheduled, not fired yet
+        self.missing: list[Message] = []  # effects of the last input the journal lacks
+        self.unsent: list[Message] = []  # all the effects of that input (none dispatched)
+
+
+def _rebuild(engine: Engine, run_dir: Path, entries: int) -> _Recovered:
+    """Hand a fresh engine every journaled input, checking each effect against the
+    journal; return the pending timers and the last input's missing effects."""
+    done = _Recovered()
+    actual: list[Message] = []
+    pos = 0
+    input_seq = -1
+    seen = 0
+    for entry in JournalReader(run_dir).entries():
+        seen += 1
+        msg = entry.msg
+        if entry.cause is None:
+            if pos != len(actual):
+                raise RecoveryError(
+                    f"{run_dir}: the engine gives input seq {input_seq} {len(actual)} "
+                    f"effects, the journal {pos} before input seq {entry.seq}: this code "
+                    "does not reproduce the run"
+                )
+            if type(msg) is TimerFired:
+                done.pending_timers.pop(msg.timer_id, None)
+            actual = engine.handle(msg)
+            pos = 0
+            input_seq = entry.seq
+            done.last_ts = msg.ts_recv
+            continue
+        expected = actual[pos] if pos < len(actual) else None
+        if msg != expected or entry.cause != input_seq:
+            raise RecoveryError(
+                f"{run_dir}: journal seq {entry.seq} (effect of input seq {entry.cause}) is "
+                f"{type(msg).__name__}, the engine gives "
+                f"{'no effect' if expected is None else type(expected).__name__} for input "
+                f"seq {input_seq}: this code does not reproduce the run"
+            )
+        pos += 1
+        if type(msg) is ScheduleTimer:
+            done.pending_timers[msg.timer_id] = msg
+    if seen != entries:
+        raise RecoveryError(f"{run_dir}: read {seen} entries, the writer continues at {entries}")
+    if pos != len(actual):  # the crash window: none of this input's effects went out
+        done.missing = actual[pos:]
+        done.unsent = actual
+        for effect in actual[:pos]:
+            if type(effect) is ScheduleTimer:
+                done.pending_timers.pop(effect.timer_id, None)  # dispatched with the rest
+    return done
+
+
 class Runner:
     """Journal each input, handle it, journal its effects, flush, dispatch."""
 
-    __slots__ = ("_append", "_clock", "_dispatch", "_handle", "_journal", "_write_ahead")
+    __slots__ = (
+        "_append",
+        "_clock",
+        "_dispatch",
+        "_handle",
+        "_journal",
+        "_last_ts",
+        "_write_ahead",
+    )
 
     def __init__(
         self,
@@ -115,11 +195,35 @@ class Runner:
         self._dispatch = dispatch or _ignore
         self._clock = clock
         self._write_ahead = write_ahead
+        self._last_ts = 0
+        if journal.next_seq:
+            self._resume(engine, journal)
+
+    def _resume(self, engine: Engine, journal: JournalWriter) -> None:
+        """Rebuild the engine from the journal, re-arm pending timers, finish the last
+        input's effects if a crash cut them short."""
+        done = _rebuild(engine, Path(journal.run_dir), journal.next_seq)
+        if done.last_ts is not None:
+            self._last_ts = done.last_ts
+        if done.missing:
+            cause = journal.next_seq - 1 - (len(done.unsent) - len(done.missing))
+            for effect in done.missing:
+                self._append(effect, cause)
+            if self._write_ahead and any(type(e) in VENUE_COMMANDS for e in done.unsent):
+                journal.flush(durable=True)
+        for timer in done.pending_timers.values():
+            self._dispatch(timer)
+        for effect in done.unsent:
+            self._dispatch(effect)
 
     def process(self, msg: Message) -> list[Message]:
         """Sequence one input through journal and engine; return the effects dispatched."""
         if self._clock is not None:
-            msg = msgspec.structs.replace(msg, ts_recv=self._clock())
+            ts = self._clock()
+            if ts <= self._last_ts:  # a wall clock stepped back while the run was down
+                ts = self._last_ts + 1
+            self._last_ts = ts
+            msg = msgspec.structs.replace(msg, ts_recv=ts)
         append = self._append
         seq = append(msg)
         effects = self._handle(msg)

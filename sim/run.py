@@ -45,7 +45,13 @@ import pyarrow.compute as pc
 from engine.codec import Rows, columns_rows
 from engine.core import Engine, EngineConfig
 from engine.fillmodel import FillModel, encode_model
-from engine.journal import DEFAULT_COMPRESSION, Compression, FsyncPolicy, JournalWriter
+from engine.journal import (
+    DEFAULT_COMPRESSION,
+    MANIFEST,
+    Compression,
+    FsyncPolicy,
+    JournalWriter,
+)
 from engine.messages import (
     KIND_CODE,
     VENUE_COMMANDS,
@@ -154,6 +160,13 @@ class SimRun:
             sim={"venues": msgspec.to_builtins(venues)},
             fill_model_hash=config.fill_model_sha256,
         )
+        run_dir = Path(journal_root) / config.run_id
+        if (run_dir / MANIFEST).exists():
+            # The simulated venues' books are not in the journal: a sim run cannot resume.
+            raise ValueError(
+                f"{run_dir}: run {config.run_id!r} exists already; a sim run starts a new "
+                "run (choose another run id, or delete the old run)"
+            )
         self.journal = JournalWriter(
             journal_root,
             manifest,
@@ -162,7 +175,9 @@ class SimRun:
             batch_size=SIM_BATCH_ROWS,
         )
         if fill_model is not None:  # the run keeps the model its replay must load
-            (self.journal.run_dir / FILL_MODEL_FILE).write_bytes(encode_model(fill_model))
+            tmp = self.journal.run_dir / (FILL_MODEL_FILE + ".tmp")
+            tmp.write_bytes(encode_model(fill_model))
+            tmp.replace(self.journal.run_dir / FILL_MODEL_FILE)  # whole or absent
         self.runner = Runner(self.engine, self.journal, self._dispatch)
         self.strategy = strategy
         self.fast = fast

@@ -157,7 +157,9 @@ def test_append_rows_when_range_or_rows_are_wrong_then_error_names_them(tmp_path
         assert w.next_seq == 0
 
 
-def test_append_when_bad_value_follows_bulk_rows_then_error_names_its_seq(tmp_path: Path) -> None:
+def test_append_when_bad_value_follows_bulk_rows_then_refused_and_nothing_lost(
+    tmp_path: Path,
+) -> None:
     rows = columns_rows(np.full(3, KIND_CODE[QuoteTick], dtype=np.int8), {"ts_recv": [1, 2, 3]})
     sig = Signal(
         ts_recv=5, signal_id="s", strategy="a", account="A", instrument="X", side=Side.BUY, qty=1
@@ -166,8 +168,9 @@ def test_append_when_bad_value_follows_bulk_rows_then_error_names_its_seq(tmp_pa
     w.append(sig)
     w.append_rows(rows, 0, 3)
     w.append(sig)
-    w.append(Signal(**{**msgspec.structs.asdict(sig), "qty": 2**64}))  # type: ignore[arg-type]
-    with pytest.raises(CodecError, match=r"entry seq 5: Signal\.qty: expected an int64"):
-        w.flush()
-    with pytest.raises(JournalError, match="failed earlier"):
-        w.append(sig)
+    bad = Signal(**{**msgspec.structs.asdict(sig), "qty": 2**64})  # type: ignore[arg-type]
+    with pytest.raises(CodecError, match=r"^Signal\.qty: expected an int64"):
+        w.append(bad)  # refused at append, before it has a seq
+    assert w.append(sig) == 5
+    w.close()
+    assert [e.seq for e in JournalReader(tmp_path / "bulk").entries()] == [0, 1, 2, 3, 4, 5]

@@ -216,6 +216,10 @@ class _SpyJournal:
         self.log.append(f"flush durable={durable}")
         self.inner.flush(durable=durable)
 
+    @property
+    def next_seq(self) -> int:
+        return self.inner.next_seq
+
     def close(self) -> None:
         self.inner.close()
 
