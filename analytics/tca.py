@@ -2,12 +2,18 @@
 
 Invariants:
 - The journals are the only source. Sealed segments (`NNNNNN.arrow`, IPC files) are
-  memory-mapped and only the columns TCA uses are decompressed; rows are picked by the
-  `kind` dictionary code (the `messages.KINDS` index) before anything reaches Polars.
-  The unsealed `NNNNNN.arrows` stream of a crashed or running run is read with
-  `engine.journal.JournalReader` (whole batches up to a torn tail), only its batches
-  after the last sealed seq. Joins and as-of lookups run in Polars, aggregations in
-  DuckDB; `scan_run` gives the same entries as a lazy Polars frame for ad-hoc queries.
+  memory-mapped and only the columns TCA uses are decompressed, two segments at a time;
+  the rows of each kind are counted first (from the `kind` column alone), then picked
+  by the `kind` dictionary code (the `messages.KINDS` index) straight into numpy arrays
+  made once at their full length (`_Sink`): numbers and codes (instrument, venue, enums)
+  as numpy, text as Arrow until it is handed to Polars. The unsealed `NNNNNN.arrows`
+  stream of a crashed or running run is read with `engine.journal.JournalReader` (whole
+  batches up to a torn tail), only its batches after the last sealed seq. Order ids are
+  matched by their engine numbers, as-of lookups are binary searches by (instrument,
+  venue) key and per-order sums are vectorised, all in numpy, in steps and chunks that
+  keep temporaries small and on two threads where the work allows (the results do not
+  depend on the steps or threads); Polars holds the tables handed back; aggregations run
+  in DuckDB; `scan_run` gives the same entries as a lazy Polars frame for ad-hoc queries.
   Instruments (tick, lot, precision, multiplier) come from each run's manifest.
 - Each run is analysed on its own (its quotes never price another run's orders), then
   the runs' tables are stacked; `run_id` tells them apart and `oix` numbers the orders
@@ -46,14 +52,17 @@ from __future__ import annotations
 
 import glob
 import math
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import re
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import msgspec
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -146,7 +155,6 @@ TCA_COLUMNS = (
     "bid_price",
     "ask_price",
 )
-_ENUMS = ("side", "order_type", "tif")
 
 
 class TcaError(ValueError):
@@ -278,53 +286,102 @@ def scan_run(info: RunInfo, columns: Sequence[str] = TCA_COLUMNS) -> pl.LazyFram
 
 # --- reading a run's entries --------------------------------------------------------------
 
-# What the build reads: name -> (kinds, columns, coded columns). A coded column arrives
-# as integer codes (`_codes`): instrument and venue into the run's sorted names, -1 null;
-# `kind` into `_EVENT_KINDS`.
-_READS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
+# What the build reads: name -> (kinds, {column: how it arrives}). "i": an integer (Int64
+# values, 0 where null, the nulls aside); "t": text (a Polars String series); "e": a
+# journal enum (a dictionary column) as codes into its values (`_Entries.enums`); "c":
+# instrument or venue as codes into the run's sorted names (`_Entries.names`); "k": the
+# event kind as codes into `_EVENT_KINDS`; "n": an order id as its engine number `n`
+# (`_engine_numbers`) and, for the ids that are not the engine's, its text (None when
+# every id is); "tn": the text and `n`; "a": text kept as Arrow (only a few values of
+# it are wanted). A null code is -1.
+_READS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
     "submits": (
         ("SubmitOrder",),
-        (
-            "seq",
-            "ts_recv",
-            "order_id",
-            "signal_id",
-            "account",
-            "strategy",
-            "side",
-            "order_type",
-            "tif",
-            "qty",
-            "price",
-        ),
-        ("instrument", "venue"),
+        {
+            "seq": "i",
+            "ts_recv": "i",
+            "order_id": "tn",
+            "signal_id": "t",
+            "account": "t",
+            "strategy": "t",
+            "side": "e",
+            "order_type": "e",
+            "tif": "e",
+            "qty": "i",
+            "price": "i",
+            "instrument": "c",
+            "venue": "c",
+        },
     ),
-    "signals": (("Signal",), ("seq", "ts_recv", "ts_event", "signal_id", "signal_price"), ()),
-    "events": (_EVENT_KINDS, ("seq", "ts_recv", "order_id", "reason", "qty"), ("kind", "venue")),
+    "signals": (
+        ("Signal",),
+        {"seq": "i", "ts_recv": "i", "ts_event": "i", "signal_id": "t", "signal_price": "i"},
+    ),
+    "events": (
+        _EVENT_KINDS,
+        {
+            "seq": "i",
+            "ts_recv": "i",
+            "order_id": "n",
+            "reason": "a",
+            "qty": "i",
+            "kind": "k",
+            "venue": "c",
+        },
+    ),
     "fills": (
         ("OrderFilled",),
-        ("seq", "ts_recv", "order_id", "trade_id", "price", "qty", "fee"),
-        ("venue",),
+        {
+            "seq": "i",
+            "ts_recv": "i",
+            "order_id": "n",
+            "trade_id": "t",
+            "price": "i",
+            "qty": "i",
+            "fee": "i",
+            "venue": "c",
+        },
     ),
-    "alerts": (("Alert",), ("cause", "code"), ()),
+    "alerts": (("Alert",), {"cause": "i", "code": "t"}),
     "quotes": (
         ("QuoteTick",),
-        ("seq", "ts_recv", "bid_price", "ask_price"),
-        ("instrument", "venue"),
+        {
+            "seq": "i",
+            "ts_recv": "i",
+            "bid_price": "i",
+            "ask_price": "i",
+            "instrument": "c",
+            "venue": "c",
+        },
     ),
 }
 _NAMED = ("instrument", "venue")  # coded into the run's names
 _CODE_COLUMN = {"instrument": "ins", "venue": "ven", "kind": "k"}
-# Their order ids arrive as `n` (see `_engine_numbers`) and, for the ids that are not
-# the engine's, `order_id` (null where `n` says it all).
-_NUMBERED = ("events", "fills")
+# Each kind's group: the index of its `_READS` name; SignalRejected rows are only counted.
+_GROUP = {kind: g for g, (kinds, _) in enumerate(_READS.values()) for kind in kinds}
+_SIGNAL_REJECTED = len(_READS)
+_GROUP["SignalRejected"] = _SIGNAL_REJECTED
+# The order the text is converted in (what is wanted first, first; the rest after).
+_TEXT_FIRST = {
+    ("signals", "signal_id"): 0,
+    ("submits", "signal_id"): 1,
+    ("submits", "order_id"): 2,
+    ("submits", "account"): 3,
+    ("submits", "strategy"): 4,
+}
+# For instrument and venue, whether each group reads it (indexed by group; -1: none).
+_WANTS = {
+    c: np.array([c in spec for _, spec in _READS.values()] + [False, False])
+    for c in ("instrument", "venue")
+}
 
 
 def _memory_pool() -> pa.MemoryPool:
-    """jemalloc where pyarrow has it: it keeps freed pages for the next batch, where the
-    default pool hands them back at once and every batch faults them in again."""
+    """mimalloc where pyarrow has it: it maps large blocks in huge pages and reuses what
+    it freed, where new memory is faulted in and zeroed a page at a time, which at 10M
+    fills costs more than much of the work done on it."""
     try:
-        return pa.jemalloc_memory_pool()
+        return pa.mimalloc_memory_pool()
     except NotImplementedError:
         return pa.default_memory_pool()
 
@@ -332,101 +389,369 @@ def _memory_pool() -> pa.MemoryPool:
 _POOL = _memory_pool()
 
 
+def _empty(n: int, dtype: npt.DTypeLike) -> np.ndarray:
+    """An uninitialised numpy array of n values in memory from `_POOL` (see there)."""
+    dt = np.dtype(dtype)
+    return np.frombuffer(pa.allocate_buffer(n * dt.itemsize, memory_pool=_POOL), dt, n)
+
+
+def _full(n: int, value: int | float | bool, dtype: npt.DTypeLike) -> np.ndarray:
+    out = _empty(n, dtype)
+    out.fill(value)
+    return out
+
+
 def _columns() -> list[str]:
     columns = ["seq", "kind", "ts_recv"]
-    for _, cols, coded in _READS.values():
-        columns += [c for c in (*cols, *coded) if c not in columns]
+    for _, spec in _READS.values():
+        columns += [c for c in spec if c not in columns]
     return columns
 
 
-class _Picked:
-    """The rows of one segment that TCA reads, per `_READS` name, and its seq/ts range."""
+def _groups(kinds: pa.DictionaryArray) -> np.ndarray:
+    """Each row's group (`_GROUP`, -1: not read), from the `kind` dictionary codes."""
+    lut = np.array([_GROUP.get(k, -1) for k in kinds.dictionary.to_pylist()] + [-1], np.int8)
+    codes = kinds.indices
+    if codes.null_count:
+        codes = pc.fill_null(codes, len(lut) - 1)
+    return lut[codes.to_numpy(zero_copy_only=False)]
 
-    def __init__(self, run_id: str) -> None:
+
+def _counts(group: np.ndarray) -> np.ndarray:
+    """Rows per group (`_SIGNAL_REJECTED` last)."""
+    return np.bincount(group + 1, minlength=_SIGNAL_REJECTED + 2)[1:]
+
+
+def _valid(arr: pa.Array) -> np.ndarray:
+    """An array's validity as booleans."""
+    bits = np.frombuffer(arr.buffers()[0], np.uint8)
+    return np.unpackbits(bits, count=arr.offset + len(arr), bitorder="little")[arr.offset :].view(
+        bool
+    )
+
+
+def _int_values(arr: pa.Array) -> np.ndarray:
+    """An integer array's values as int64 (anything where null), without a copy where
+    it is 64-bit."""
+    if len(arr) == 0 or arr.null_count == len(arr):
+        return np.zeros(len(arr), np.int64)
+    if not (pa.types.is_integer(arr.type) and arr.type.bit_width == 64):
+        arr = pc.cast(arr, pa.int64(), memory_pool=_POOL)
+    return np.frombuffer(arr.buffers()[1], np.int64, len(arr), arr.offset * 8)
+
+
+class _Vocab:
+    """Text values numbered in the order first seen (shared by the reading threads)."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+        self.lock = threading.Lock()
+
+    def codes(self, arr: pa.Array) -> np.ndarray:
+        """The numbers of a text array's values (-1: null)."""
+        enc = pc.dictionary_encode(arr, memory_pool=_POOL)
+        lut = self.lut(enc.dictionary)
+        return lut[pc.fill_null(enc.indices, len(lut) - 1).to_numpy(zero_copy_only=False)]
+
+    def lut(self, values: pa.Array) -> np.ndarray:
+        """The numbers of `values`, then -1 (for null codes)."""
+        texts = values.to_pylist()
+        with self.lock:
+            codes = [-1 if t is None else self.index.setdefault(t, len(self.index)) for t in texts]
+        return np.array([*codes, -1], dtype=np.int32)
+
+    def values(self) -> list[str]:
+        return list(self.index)
+
+
+@dataclass
+class _Table:
+    """The rows of one `_READS` name, in seq order: integers and codes as numpy (`cols`;
+    0 at nulls, which `nulls` marks where a column has any) and text as Polars."""
+
+    height: int
+    cols: dict[str, np.ndarray]
+    nulls: dict[str, np.ndarray]
+    text: dict[str, pl.Series | Future[pl.Series] | None]  # see `text_of`
+    arrow: dict[str, pa.ChunkedArray]
+
+    def text_of(self, col: str) -> pl.Series | None:
+        """A text column (None for "n" columns whose ids are all the engine's; see
+        `_READS`), once it is converted."""
+        value = self.text[col]
+        if isinstance(value, Future):
+            value = self.text[col] = value.result()
+        return value
+
+    def null(self, col: str) -> np.ndarray | None:
+        return self.nulls.get(col)
+
+    def series(self, col: str, name: str | None = None) -> pl.Series:
+        """An integer column as Polars (its nulls kept), without a copy."""
+        values = self.cols[col]
+        null = self.nulls.get(col)
+        if null is None:
+            return pl.Series(name or col, values)
+        return _masked(name or col, values, null)
+
+    def filter(self, keep: np.ndarray) -> _Table:
+        mask = pl.Series(keep)
+        return _Table(
+            height=int(np.count_nonzero(keep)),
+            cols={c: v[keep] for c, v in self.cols.items()},
+            nulls={c: v[keep] for c, v in self.nulls.items()},
+            text={c: None if (s := self.text_of(c)) is None else s.filter(mask) for c in self.text},
+            arrow={c: a.filter(pa.array(keep)) for c, a in self.arrow.items()},
+        )
+
+
+class _Sink:
+    """Where the rows read go: each name's columns, allocated at the run's full height
+    once (the rows are counted first) and filled in place, each segment from its own
+    offsets, by the reading threads; the text, per segment, as Arrow chunks."""
+
+    def __init__(self, totals: np.ndarray, segments: int, run_id: str) -> None:
         self.prefix = f"{run_id}-"
-        self.parts: dict[str, list[pa.RecordBatch]] = {name: [] for name in _READS}
-        self.signal_rejects = 0
-        self.last_seq: int | None = None
-        self.first_ts: int | None = None
-        self.last_ts: int | None = None
+        self.totals = totals
+        self.cols: dict[str, dict[str, np.ndarray]] = {}
+        self.nulls: dict[str, dict[str, np.ndarray]] = {}
+        self.text: dict[str, dict[str, list[list[tuple[pa.Array | None, int]]]]] = {}
+        for g, (name, (_, spec)) in enumerate(_READS.items()):
+            h = int(totals[g])
+            cols: dict[str, np.ndarray] = {}
+            for col, how in spec.items():
+                if how == "i":
+                    cols[col] = _empty(h, np.int64)
+                elif how in ("e", "c", "k"):
+                    cols[_CODE_COLUMN.get(col, col)] = _empty(h, np.int32)
+                if how in ("n", "tn"):
+                    cols["n"] = _empty(h, np.int64)
+            self.cols[name] = cols
+            self.nulls[name] = {}
+            self.text[name] = {
+                col: [[] for _ in range(segments)]
+                for col, how in spec.items()
+                if how in ("t", "tn", "n", "a")
+            }
+        self.vocab = {c: _Vocab() for c in (*_NAMED, "side", "order_type", "tif")}
+        self.lock = threading.Lock()
 
-    def add(self, batch: pa.RecordBatch) -> None:
-        """Pick a batch's rows by its `kind` dictionary codes (numpy, no per-row Python);
-        instrument and venue are dictionary-encoded once per batch, not copied as text."""
-        kinds = batch.column("kind")
-        names = kinds.dictionary.to_pylist()
-        codes = kinds.indices.to_numpy(zero_copy_only=False)
-        encoded: dict[str, pa.Array] = {"kind": kinds}
-        for name, (wanted, cols, coded) in _READS.items():
-            idx = [names.index(k) for k in wanted if k in names]
-            if not idx:
+    def _null(self, name: str, col: str) -> np.ndarray:
+        with self.lock:
+            if col not in self.nulls[name]:
+                self.nulls[name][col] = _full(
+                    int(self.totals[list(_READS).index(name)]), False, bool
+                )
+            return self.nulls[name][col]
+
+    def named(self, col: str, arr: pa.Array, group: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """The codes of a batch's instrument or venue (-1: null), worked out only for
+        the rows of the kinds that read it where those are few (the others' are -1)."""
+        wanted = _WANTS[col]
+        if counts[wanted[: counts.size]].sum() > len(arr) // 2:
+            return self.vocab[col].codes(arr)
+        rows = np.flatnonzero(wanted[group])
+        codes = np.full(len(arr), -1, np.int32)
+        codes[rows] = self.vocab[col].codes(pc.take(arr, pa.array(rows), memory_pool=_POOL))
+        return codes
+
+    def add(
+        self,
+        batch: pa.RecordBatch,
+        group: np.ndarray,
+        counts: np.ndarray,
+        at: np.ndarray,
+        segment: int,
+    ) -> None:
+        """Put a batch's rows at `at` (each group's next row, moved on)."""
+        named: dict[str, np.ndarray] = {}
+        for g, (name, (_, spec)) in enumerate(_READS.items()):
+            k = int(counts[g])
+            if not k:
                 continue
-            mask = codes == idx[0] if len(idx) == 1 else np.isin(codes, idx)
-            if not mask.any():
-                continue
-            for c in coded:
-                if c not in encoded:
-                    encoded[c] = pc.dictionary_encode(batch.column(c), memory_pool=_POOL)
-            arrays = [batch.column(c) for c in cols] + [encoded[c] for c in coded]
-            picked = pc.filter(
-                pa.RecordBatch.from_arrays(arrays, names=[*cols, *coded]),
-                pa.array(mask, memory_pool=_POOL),
-                memory_pool=_POOL,
-            )
-            if name in _NUMBERED:
-                i = picked.schema.get_field_index("order_id")
-                ids = picked.column(i)
-                number = _engine_numbers(ids, self.prefix)
-                if pc.all(pc.greater(number, 0)).as_py():
-                    rest = pa.nulls(len(ids), ids.type)
+            rows = np.flatnonzero(group == g)
+            p = int(at[g])
+            at[g] += k
+            taken: pa.Array | None = None
+            for col, how in spec.items():
+                arr = batch.column(col)
+                if how == "i":
+                    out = self.cols[name][col][p : p + k]
+                    np.take(_int_values(arr), rows, out=out, mode="clip")
+                    if arr.null_count:
+                        null = ~_valid(arr)[rows] if arr.null_count < len(arr) else None
+                        if null is None:
+                            out[:] = 0
+                            self._null(name, col)[p : p + k] = True
+                        elif null.any():
+                            out[null] = 0
+                            self._null(name, col)[p : p + k] = null
+                elif how == "c":
+                    if col not in named:
+                        named[col] = self.named(col, arr, group, counts)
+                    out = self.cols[name][_CODE_COLUMN[col]][p : p + k]
+                    np.take(named[col], rows, out=out, mode="clip")
+                elif how in ("e", "k"):
+                    if how == "e":
+                        lut = self.vocab[col].lut(arr.dictionary)
+                    else:
+                        lut = np.array(
+                            [
+                                _EVENT_KINDS.index(x) if x in _EVENT_KINDS else -1
+                                for x in arr.dictionary.to_pylist()
+                            ]
+                            + [-1],
+                            np.int32,
+                        )
+                    codes = pc.fill_null(arr.indices, len(lut) - 1).to_numpy(zero_copy_only=False)
+                    out = self.cols[name][_CODE_COLUMN.get(col, col)][p : p + k]
+                    np.take(lut, codes[rows], out=out, mode="clip")
                 else:
-                    rest = pc.if_else(pc.greater(number, 0), pa.scalar(None, ids.type), ids)
-                picked = picked.set_column(i, "order_id", rest).append_column("n", number)
-            self.parts[name].append(picked)
-        if "SignalRejected" in names:
-            self.signal_rejects += int(np.count_nonzero(codes == names.index("SignalRejected")))
+                    if taken is None:
+                        taken = pa.array(rows)
+                    text = pc.take(arr, taken, memory_pool=_POOL)
+                    if how in ("n", "tn"):
+                        number = _engine_numbers(text, self.prefix)
+                        self.cols[name]["n"][p : p + k] = number.to_numpy()
+                        if how == "n":
+                            positive = pc.greater(number, 0)
+                            if pc.all(positive).as_py():
+                                text = None
+                            else:
+                                text = pc.if_else(positive, pa.scalar(None, text.type), text)
+                    self.text[name][col][segment].append((text, k))
+
+    def tables(self) -> tuple[dict[str, _Table], dict[str, list[str]], dict[str, list[str]]]:
+        """The tables, the run's instrument and venue names (sorted: a code is a
+        position) and the enums' values (in code order)."""
+        names: dict[str, list[str]] = {}
+        for c in _NAMED:
+            seen = self.vocab[c].values()
+            names[c] = sorted(seen)
+            position = {v: i for i, v in enumerate(names[c])}
+            rank = np.array([*(position[v] for v in seen), -1], np.int32)
+            if (rank[:-1] != np.arange(len(seen))).any():
+                for cols in self.cols.values():
+                    code = _CODE_COLUMN[c]
+                    if code in cols:
+                        codes = cols[code]
+                        _chunked(
+                            codes.size,
+                            lambda lo, hi, a=codes, r=rank: np.take(r, a[lo:hi], out=a[lo:hi]),
+                        )
+        tables: dict[str, _Table] = {}
+        # The text goes to Polars in two threads of its own, in the order it is wanted,
+        # while the caller goes on with the numbers.
+        pool = ThreadPoolExecutor(max_workers=2)
+
+        def series(col: str, chunks: pa.ChunkedArray, rechunk: bool) -> pl.Series:
+            out = pl.from_arrow(chunks, rechunk=rechunk)
+            assert isinstance(out, pl.Series)
+            return out.alias(col)
+
+        pending: list[tuple[int, str, str, pa.ChunkedArray]] = []
+        for g, name in enumerate(_READS):
+            text: dict[str, pl.Series | Future[pl.Series] | None] = {}
+            arrow: dict[str, pa.ChunkedArray] = {}
+            for col, parts in self.text[name].items():
+                chunks = [chunk for part in parts for chunk in part]
+                how = _READS[name][1][col]
+                if how == "n" and all(c is None for c, _ in chunks):
+                    text[col] = None
+                    continue
+                arrays = [pa.nulls(k, pa.string()) if c is None else c for c, k in chunks]
+                if how == "a":
+                    arrow[col] = pa.chunked_array(arrays, pa.string())
+                    continue
+                pending.append(
+                    (
+                        _TEXT_FIRST.get((name, col), 9),
+                        name,
+                        col,
+                        pa.chunked_array(arrays, pa.string()),
+                    )
+                )
+            tables[name] = _Table(
+                int(self.totals[g]), self.cols[name], self.nulls[name], text, arrow
+            )
+        for _, name, col, chunks in sorted(pending, key=lambda p: p[0]):
+            # the columns that are the orders' and fills' own are put in one chunk
+            tables[name].text[col] = pool.submit(
+                series, col, chunks, (name, col) != ("signals", "signal_id")
+            )
+        pool.shutdown(wait=False)
+        enums = {c: self.vocab[c].values() for c in ("side", "order_type", "tif")}
+        return tables, names, enums
+
+
+@dataclass
+class _Segment:
+    """What one segment's batches add to the run's counts and ranges."""
+
+    signal_rejects: int = 0
+    last_seq: int | None = None
+    first_ts: int | None = None
+    last_ts: int | None = None
+
+    def add(self, batch: pa.RecordBatch, counts: np.ndarray) -> None:
+        self.signal_rejects += int(counts[_SIGNAL_REJECTED])
         lo, hi = (v.as_py() for v in pc.min_max(batch.column("ts_recv")).values())
         self.first_ts = lo if self.first_ts is None else min(self.first_ts, lo)
         self.last_ts = hi if self.last_ts is None else max(self.last_ts, hi)
         self.last_seq = batch.column("seq")[batch.num_rows - 1].as_py()
 
 
-def _pick_sealed(path: str, run_id: str) -> _Picked:
-    """Read one sealed segment, memory-mapped, decompressing only the columns TCA uses."""
-    picked = _Picked(run_id)
+def _open_sealed(path: str, columns: Sequence[str]) -> pa.ipc.RecordBatchFileReader:
+    names = pa.ipc.open_file(pa.memory_map(path)).schema.names
+    wanted = [names.index(c) for c in columns]
+    options = pa.ipc.IpcReadOptions(use_threads=False, included_fields=wanted)
+    return pa.ipc.open_file(pa.memory_map(path), options=options, memory_pool=_POOL)
+
+
+def _count_sealed(path: str, last_seq: bool) -> tuple[np.ndarray, int]:
+    """Rows per group in a sealed segment and (if asked) the seq of its last row, -1
+    if none (only its `kind` and `seq` columns are read)."""
+    counts = np.zeros(_SIGNAL_REJECTED + 1, np.int64)
+    last = -1
     try:
-        names = pa.ipc.open_file(pa.memory_map(path)).schema.names
-        wanted = [names.index(c) for c in _columns()]
-        options = pa.ipc.IpcReadOptions(use_threads=False, included_fields=wanted)
-        reader = pa.ipc.open_file(pa.memory_map(path), options=options, memory_pool=_POOL)
+        reader = _open_sealed(path, ["seq", "kind"] if last_seq else ["kind"])
+        for i in range(reader.num_record_batches):
+            batch = reader.get_batch(i)
+            counts += _counts(_groups(batch.column("kind")))
+            if last_seq and batch.num_rows:
+                last = batch.column("seq")[batch.num_rows - 1].as_py()
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise TcaError(f"{path}: not a readable journal segment ({exc})") from None
+    return counts, last
+
+
+def _read_sealed(path: str, sink: _Sink, segment: int, at: np.ndarray) -> _Segment:
+    """Read one sealed segment, memory-mapped, decompressing only the columns TCA uses,
+    into the sink from offsets `at`."""
+    seg = _Segment()
+    try:
+        reader = _open_sealed(path, _columns())
         for i in range(reader.num_record_batches):
             batch = reader.get_batch(i)
             if batch.num_rows:
-                picked.add(batch)
+                group = _groups(batch.column("kind"))
+                counts = _counts(group)
+                sink.add(batch, group, counts, at, segment)
+                seg.add(batch, counts)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise TcaError(f"{path}: not a readable journal segment ({exc})") from None
-    return picked
-
-
-def _codes(column: pa.ChunkedArray, names: pa.Array) -> np.ndarray:
-    """Map a dictionary column onto the positions of its values in `names` (-1: null or
-    not among them), chunk by chunk through each chunk's small dictionary."""
-    parts = []
-    for chunk in column.chunks:
-        where = pc.fill_null(pc.index_in(chunk.dictionary, value_set=names), -1)
-        lut = np.append(where.to_numpy(zero_copy_only=False).astype(np.int32), np.int32(-1))
-        parts.append(lut[pc.fill_null(chunk.indices, -1).to_numpy(zero_copy_only=False)])
-    return np.concatenate(parts) if parts else np.empty(0, np.int32)
+    return seg
 
 
 @dataclass(frozen=True)
 class _Entries:
-    """One run's entries as TCA reads them: a frame per `_READS` name (instrument, venue
-    and event kind as Int32 codes `ins`, `ven`, `k`), the run's instrument and venue
-    names (sorted: a code is a position), and the counts and ranges of the whole run."""
+    """One run's entries as TCA reads them: a table per `_READS` name, the run's
+    instrument and venue names (sorted: a code is a position) and its enums' values, and
+    the counts and ranges of the whole run."""
 
-    frames: dict[str, pl.DataFrame]
+    tables: dict[str, _Table]
     names: dict[str, list[str]]
+    enums: dict[str, list[str]]
     signal_rejects: int
     last_seq: int | None
     first_ts: int | None
@@ -435,71 +760,54 @@ class _Entries:
 
 def _collect(info: RunInfo) -> _Entries:
     """Read the rows of the kinds TCA needs, in seq order: the sealed segments in
-    parallel (one thread each, two at a time; pyarrow releases the GIL), then the
-    unsealed tail through `JournalReader` (its batches after the last sealed seq)."""
+    parallel (one thread each, two at a time; pyarrow and numpy release the GIL), then
+    the unsealed tail through `JournalReader` (its batches after the last sealed seq).
+    The rows of each kind are counted first, so that each column is allocated once and
+    filled where its rows go."""
     with ThreadPoolExecutor(max_workers=2) as pool:
-        picked = list(pool.map(_pick_sealed, info.sealed, [info.run_id] * len(info.sealed)))
+        read = list(pool.map(_count_sealed, info.sealed, [info.unsealed] * len(info.sealed)))
+    counted = [c for c, _ in read]
+    tail: list[tuple[pa.RecordBatch, np.ndarray, np.ndarray]] = []
     if info.unsealed:
-        sealed_seqs = [p.last_seq for p in picked if p.last_seq is not None]
-        last_sealed = max(sealed_seqs) if sealed_seqs else -1
-        tail = _Picked(info.run_id)
+        last_sealed = max((last for _, last in read), default=-1)
         try:
             for batch in JournalReader(info.run_dir).batches():
                 if batch.num_rows and batch.column(0)[batch.num_rows - 1].as_py() > last_sealed:
-                    tail.add(batch)
+                    batch = batch.select(_columns())
+                    group = _groups(batch.column("kind"))
+                    tail.append((batch, group, _counts(group)))
         except JournalError as exc:
             raise TcaError(str(exc)) from None
-        picked.append(tail)
-    tables: dict[str, pa.Table] = {}
-    for name, (_, cols, coded) in _READS.items():
-        batches = [b for p in picked for b in p.parts[name]]
-        if batches:
-            tables[name] = pa.Table.from_batches(batches)
-        else:
-            empty = SCHEMA.empty_table().select(list(cols))
-            for c in coded:
-                empty = empty.append_column(c, pa.array([], pa.dictionary(pa.int32(), pa.string())))
-            if name in _NUMBERED:
-                empty = empty.append_column("n", pa.array([], pa.int64()))
-            tables[name] = empty
-        del batches
-    seqs = [p.last_seq for p in picked if p.last_seq is not None]
-    firsts = [p.first_ts for p in picked if p.first_ts is not None]
-    lasts = [p.last_ts for p in picked if p.last_ts is not None]
-    signal_rejects = sum(p.signal_rejects for p in picked)
-    del picked
-    _POOL.release_unused()  # the batches read: hand their pages on to what follows
-    names: dict[str, list[str]] = {}
-    for c in _NAMED:
-        dictionaries = [
-            chunk.dictionary
-            for table in tables.values()
-            if c in table.column_names
-            for chunk in table.column(c).chunks
-        ]
-        values = (
-            pa.concat_arrays(dictionaries).unique() if dictionaries else pa.array([], pa.string())
+        counted.append(sum((c for _, _, c in tail), np.zeros(_SIGNAL_REJECTED + 1, np.int64)))
+    starts = np.cumsum([np.zeros(_SIGNAL_REJECTED + 1, np.int64), *counted], axis=0)
+    sink = _Sink(starts[-1], len(counted), info.run_id)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        segs = list(
+            pool.map(
+                _read_sealed,
+                info.sealed,
+                [sink] * len(info.sealed),
+                range(len(info.sealed)),
+                [starts[i].copy() for i in range(len(info.sealed))],
+            )
         )
-        names[c] = values.take(pc.sort_indices(values)).to_pylist()
-    vocab = {c: pa.array(names[c], pa.string()) for c in _NAMED}
-    vocab["kind"] = pa.array(_EVENT_KINDS)
-    frames: dict[str, pl.DataFrame] = {}
-    for name, (_, cols, coded) in _READS.items():
-        table = tables.pop(name)
-        frame = pl.from_arrow(table.select([*cols, *(["n"] if name in _NUMBERED else [])]))
-        assert isinstance(frame, pl.DataFrame)
-        casts = [
-            pl.col(c).cast(pl.String) for c in frame.columns if frame.schema[c] == pl.Categorical
-        ]
-        casts += [pl.col(c).cast(pl.Int64) for c in ("seq", "cause") if c in frame.columns]
-        casts += [
-            pl.Series(_CODE_COLUMN[c], _codes(table.column(c), vocab[c]), pl.Int32) for c in coded
-        ]
-        frames[name] = frame.with_columns(casts)
+    if info.unsealed:
+        seg = _Segment()
+        at = starts[len(info.sealed)].copy()
+        for batch, group, counts in tail:
+            sink.add(batch, group, counts, at, len(info.sealed))
+            seg.add(batch, counts)
+        segs.append(seg)
+        del tail
+    tables, names, enums = sink.tables()
+    seqs = [s.last_seq for s in segs if s.last_seq is not None]
+    firsts = [s.first_ts for s in segs if s.first_ts is not None]
+    lasts = [s.last_ts for s in segs if s.last_ts is not None]
     return _Entries(
-        frames=frames,
+        tables=tables,
         names=names,
-        signal_rejects=signal_rejects,
+        enums=enums,
+        signal_rejects=sum(s.signal_rejects for s in segs),
         last_seq=max(seqs) if seqs else None,
         first_ts=min(firsts) if firsts else None,
         last_ts=max(lasts) if lasts else None,
@@ -514,14 +822,27 @@ _POW10 = np.array([10**k for k in range(1, 19)], dtype=np.int64)
 def _engine_numbers(ids: pa.Array | pa.ChunkedArray, prefix: str) -> pa.Array:
     """n for each id that is exactly f"{prefix}{n}", n >= 1 in plain decimal of at most 18
     digits (the engine's order ids, engine/ids.py), else 0."""
-    tail = pc.utf8_slice_codeunits(ids, len(prefix), memory_pool=_POOL)
     start = pc.fill_null(pc.starts_with(ids, pattern=prefix, memory_pool=_POOL), False)
-    try:  # every tail an integer: its digits say whether it is written plainly
-        number = pc.fill_null(pc.cast(tail, pa.int64(), memory_pool=_POOL), 0)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        plain = pc.fill_null(pc.match_substring_regex(tail, "^[1-9][0-9]{0,17}$"), False)
-        number = pc.cast(pc.if_else(pc.and_(start, plain), tail, "0"), pa.int64())
-        return number.combine_chunks() if isinstance(number, pa.ChunkedArray) else number
+    head = len(prefix.encode())
+    number = None
+    if isinstance(ids, pa.Array) and ids.type == pa.string():
+        # The bytes after the prefix, at most 20 (more can only be a number of more
+        # than 18 digits or none at all, and 20 of them are neither): cut as bytes,
+        # they are read much faster than cut as characters.
+        tail = pc.binary_slice(ids.view(pa.binary()), head, head + 20, memory_pool=_POOL)
+        tail = tail.view(pa.string())
+        try:
+            number = pc.fill_null(pc.cast(tail, pa.int64(), memory_pool=_POOL), 0)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            number = None
+    if number is None:
+        tail = pc.utf8_slice_codeunits(ids, len(prefix), memory_pool=_POOL)
+        try:  # every tail an integer: its digits say whether it is written plainly
+            number = pc.fill_null(pc.cast(tail, pa.int64(), memory_pool=_POOL), 0)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            plain = pc.fill_null(pc.match_substring_regex(tail, "^[1-9][0-9]{0,17}$"), False)
+            number = pc.cast(pc.if_else(pc.and_(start, plain), tail, "0"), pa.int64())
+            return number.combine_chunks() if isinstance(number, pa.ChunkedArray) else number
     n = number.to_numpy()
     width = pc.fill_null(pc.binary_length(tail), 0).to_numpy()
     ok = start.to_numpy(zero_copy_only=False) & (n >= 1) & (n < 10**18)
@@ -529,14 +850,21 @@ def _engine_numbers(ids: pa.Array | pa.ChunkedArray, prefix: str) -> pa.Array:
     return pa.array(np.where(ok, n, 0))
 
 
-def _order_ids(frame: pl.DataFrame, run_id: str) -> pl.Series:
-    """The full order ids of a frame read with `n` (see `_NUMBERED`)."""
-    return frame.select(
-        pl.when(pl.col("n") > 0)
-        .then(pl.lit(f"{run_id}-") + pl.col("n").cast(pl.String))
-        .otherwise(pl.col("order_id"))
-        .alias("order_id")
-    ).to_series()
+def _order_ids(table: _Table, run_id: str) -> pl.Series:
+    """The full order ids of a table read with `n` (see `_READS`)."""
+    rest = table.text_of("order_id")
+    if rest is None:  # every id is the engine's
+        rest = pl.repeat(None, table.height, dtype=pl.String, eager=True)
+    return (
+        pl.DataFrame([pl.Series("n", table.cols["n"]), rest.alias("order_id")])
+        .select(
+            pl.when(pl.col("n") > 0)
+            .then(pl.lit(f"{run_id}-") + pl.col("n").cast(pl.String))
+            .otherwise(pl.col("order_id"))
+            .alias("order_id")
+        )
+        .to_series()
+    )
 
 
 def _order_rows(
@@ -544,11 +872,11 @@ def _order_rows(
 ) -> np.ndarray:
     """The row among `order_ids` (distinct) of each order id, -1 where there is none.
 
-    `number`: each id's `_engine_numbers`. `plain`: row i's id is the engine's number
-    i + 1; an id then names an order exactly when its number is in range, and no text
-    is compared. Otherwise (`ids`: the ids as text) the number's guess is checked
-    against the order's id and the rest are joined."""
-    rows = number - 1
+    `number`: each id's `_engine_numbers` (overwritten: the rows are worked out in it).
+    `plain`: row i's id is the engine's number i + 1; an id then names an order exactly
+    when its number is in range, and no text is compared. Otherwise (`ids`: the ids as
+    text) the number's guess is checked against the order's id and the rest are joined."""
+    rows = np.subtract(number, 1, out=number)
     rows[rows >= order_ids.len()] = -1
     if plain or ids is None:
         return rows
@@ -567,17 +895,23 @@ def _order_rows(
     return rows
 
 
-def _repeats(frame: pl.DataFrame, keys: Sequence[str]) -> np.ndarray:
+def _repeats(
+    frame: pl.DataFrame, keys: Sequence[str], hashed: Sequence[str] | None = None
+) -> np.ndarray:
     """Flag the rows whose `keys` equal an earlier row's (nulls equal): the rows are
-    hashed and the hashes sorted; only rows whose hash repeats are compared exactly."""
+    hashed (on `hashed`, some of the keys; default all) and the hashes sorted; only rows
+    whose hash repeats are compared exactly."""
     out = np.zeros(frame.height, dtype=bool)
     if frame.height < 2:
         return out
-    h = pl.col(keys[0]).hash(seed=1)
-    for i, key in enumerate(keys[1:], start=2):
+    hashed = list(keys if hashed is None else hashed)
+    h = pl.col(hashed[0]).hash(seed=1)
+    for i, key in enumerate(hashed[1:], start=2):
         h = h ^ pl.col(key).hash(seed=i)
     hashes = frame.select(h).to_series().to_numpy()
-    ordered = np.sort(hashes)
+    ordered = _empty(hashes.size, hashes.dtype)
+    ordered[:] = hashes
+    ordered.sort()
     twice = ordered[1:][ordered[1:] == ordered[:-1]]
     if twice.size == 0:
         return out
@@ -626,40 +960,43 @@ class _Series:
         return cls(groups=groups, on=on[groups.order])
 
 
-def _asof(
+def _asof_at(
     right: _Series, left: _Groups, left_on: np.ndarray, key_map: np.ndarray | None = None
 ) -> np.ndarray:
-    """For each left row, the right row of the same key with the greatest `on` at or
-    below its `left_on` (the last of equals), -1 if none: a backward as-of lookup, one
-    binary search per row. `key_map`: the right key for each left key (-1: none)."""
-    on = left_on[left.order]
-    found = np.full(on.size, -1, dtype=np.int64)
+    """For each left row, the position in `right`'s group order of the right row of the
+    same key with the greatest `on` at or below its `left_on` (the last of equals), -1 if
+    none: a backward as-of lookup, one binary search per row. `key_map`: the right key
+    for each left key (-1: none)."""
+    out = np.full(left.order.size, -1, dtype=np.int64)
     where = {int(k): g for g, k in enumerate(right.groups.keys) if k >= 0}
     bounds = right.groups.bounds
     for g, k in enumerate(left.keys.tolist()):
         r = where.get(k if key_map is None or k < 0 else int(key_map[k])) if k >= 0 else None
         if r is None:
             continue
-        a, b = bounds[r], bounds[r + 1]
-        lo, hi = left.bounds[g], left.bounds[g + 1]
-        at = a + np.searchsorted(right.on[a:b], on[lo:hi], side="right") - 1
-        found[lo:hi] = np.where(at >= a, right.groups.order[at], -1)
-    out = np.empty_like(found)
-    out[left.order] = found
+        a, b = int(bounds[r]), int(bounds[r + 1])
+        rows = left.order[left.bounds[g] : left.bounds[g + 1]]
+        at = np.searchsorted(right.on[a:b], left_on[rows], side="right")
+        at += a - 1
+        at[at < a] = -1
+        out[rows] = at
     return out
 
 
-def _take(values: pl.Series, rows: np.ndarray) -> pl.Series:
-    """`values` at `rows`, null where a row is -1."""
-    miss = rows < 0
-    if values.len() == 0 or miss.all():
-        return pl.repeat(None, rows.size, dtype=values.dtype, eager=True).alias(values.name)
-    out = values.gather(np.where(miss, 0, rows))
-    return out.scatter(np.flatnonzero(miss), None) if miss.any() else out
+def _asof(
+    right: _Series, left: _Groups, left_on: np.ndarray, key_map: np.ndarray | None = None
+) -> np.ndarray:
+    """As `_asof_at`, but the right rows themselves (-1: none)."""
+    at = _asof_at(right, left, left_on, key_map)
+    if right.groups.order.size == 0:
+        return at
+    return np.where(at >= 0, np.take(right.groups.order, at, mode="wrap"), -1)
 
 
-def _masked(name: str, values: np.ndarray, null: np.ndarray) -> pl.Series:
-    """`values` as a column, null where `null`."""
+def _masked(name: str, values: np.ndarray, null: np.ndarray | None) -> pl.Series:
+    """`values` as a column, null where `null` (None: nowhere)."""
+    if null is None or not null.any():
+        return pl.Series(name, values)
     return pl.Series(name, pa.array(values, mask=null))
 
 
@@ -670,6 +1007,31 @@ def _placed(name: str, n: int, at: np.ndarray, values: np.ndarray) -> pl.Series:
     null = np.ones(n, dtype=bool)
     null[at] = False
     return _masked(name, full, null)
+
+
+def _gather(name: str, values: np.ndarray, null: np.ndarray | None, rows: np.ndarray) -> pl.Series:
+    """`values` (nulls at `null`) at `rows` as a column, null where a row is -1."""
+    miss = rows < 0
+    if values.size == 0:
+        return _masked(name, np.zeros(rows.size, values.dtype), np.ones(rows.size, bool))
+    at = np.where(miss, 0, rows)
+    out = values[at]
+    if null is not None:
+        miss |= null[at]
+    return _masked(name, out, miss) if miss.any() else pl.Series(name, out)
+
+
+def _np(series: pl.Series) -> tuple[np.ndarray, np.ndarray | None]:
+    """An integer or float column's values (anything at nulls) and its nulls (None:
+    there are none), without a copy where it is one chunk."""
+    arr = series.to_arrow()
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    dt = np.dtype(arr.type.to_pandas_dtype())
+    if len(arr) == 0 or arr.null_count == len(arr):
+        return _full(len(arr), 0, dt), (_full(len(arr), True, bool) if len(arr) else None)
+    values = np.frombuffer(arr.buffers()[1], dt, len(arr), arr.offset * dt.itemsize)
+    return values, (~_valid(arr) if arr.null_count else None)
 
 
 def _firsts(keys: np.ndarray, last: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -771,91 +1133,84 @@ class _Runs:
 # --- the per-run build --------------------------------------------------------------------
 
 
-def _mid(bid: str, ask: str) -> pl.Expr:
-    return (pl.col(bid).cast(pl.Float64) + pl.col(ask).cast(pl.Float64)) / 2.0
-
-
-def _ratio(num: str, den: str) -> pl.Expr:
-    """num / den, null where den is null or 0 (never NaN)."""
-    d = pl.col(den)
-    return pl.when(d > 0).then(pl.col(num) / d.cast(pl.Float64)).otherwise(None)
-
-
 def _attach(
     left: pl.DataFrame, orders: pl.DataFrame, run_id: str, columns: Sequence[str]
 ) -> pl.DataFrame:
     """Add to each row of `left` (an `order_id` column, seq order) its order's `columns`;
     rows of unknown orders are dropped, the order of the rest kept."""
     ids = left["order_id"]
-    number = _engine_numbers(ids.to_arrow(), f"{run_id}-").to_numpy()
+    number = _engine_numbers(ids.to_arrow(), f"{run_id}-").to_numpy().copy()
     rows = _order_rows(number, orders["order_id"], False, ids)
     known = rows >= 0
     return pl.concat([left.filter(known), orders.select(columns)[rows[known]]], how="horizontal")
 
 
-def _put(orders: pl.DataFrame, table: pl.DataFrame, oix0: int) -> pl.DataFrame:
-    """Left-join a table keyed by unique `oix` onto the orders (row i has oix oix0 + i),
-    by position: no hashing."""
-    at = (table["oix"] - oix0).cast(pl.Int64)
-    columns = []
-    for name in table.columns:
-        if name == "oix":
-            continue
-        empty = pl.repeat(None, orders.height, dtype=table.schema[name], eager=True).alias(name)
-        columns.append(empty.scatter(at, table[name]) if table.height else empty)
-    return orders.with_columns(columns)
-
-
 @dataclass(frozen=True)
 class _Quotes:
     """A run's quotes for as-of lookups: by (instrument, venue) key, on seq and on
-    ts_recv (ties in seq order), and their bid, ask and mid."""
+    ts_recv (ties in seq order), and their mids with the mids' nulls in `by_seq` and in
+    `by_ts` order (see `_asof_at`). Their bid and ask stay in the quotes' table."""
 
     by_seq: _Series
     by_ts: _Series
-    bid: pl.Series
-    ask: pl.Series
-    mid: pl.Series
-    mid_values: np.ndarray  # the mids as numpy, 0.0 where null
-    mid_null: np.ndarray
+    seq_mid: tuple[np.ndarray, np.ndarray]
+    ts_mid: tuple[np.ndarray, np.ndarray]
 
 
 def _quote_keys(entries: _Entries) -> tuple[_Quotes, np.ndarray]:
     """Number the (instrument, venue) pairs that have quotes, in name order (nulls
     first; a pair with a null never matches), and index the quotes by them. Returns the
     quotes and the key table `pair[instrument code + 1, venue code + 1]` (-1: no quotes)."""
-    q = entries.frames["quotes"]
-    ins = q["ins"].to_numpy().astype(np.int64)
-    ven = q["ven"].to_numpy().astype(np.int64)
+    q = entries.tables["quotes"]
     width = len(entries.names["venue"]) + 1
     cells = (len(entries.names["instrument"]) + 1) * width
-    code = (ins + 1) * width + (ven + 1)
+    code = q.cols["ins"] + np.int32(1)  # the cell (instrument code + 1, venue code + 1)
+    code *= width
+    code += q.cols["ven"]
+    code += 1
     present = np.bincount(code, minlength=cells) > 0
     pair = np.where(present, np.cumsum(present) - 1, -1).reshape(-1, width)
     pair[0, :] = -1  # numbered, but never matched
     pair[:, 0] = -1
-    key = pair[ins + 1, ven + 1]
-    seq = q["seq"].to_numpy()
-    ts = q["ts_recv"].to_numpy()
+    key = np.take(pair.ravel().astype(np.int32), code, out=code)
+    seq = q.cols["seq"]
+    ts = q.cols["ts_recv"]
     by_seq = _Series.of(key, seq, seq)
     in_ts_order = ts.size < 2 or bool((ts[1:] >= ts[:-1]).all())
-    mid = q.select(_mid("bid_price", "ask_price")).to_series()
+    by_ts = (
+        _Series(by_seq.groups, ts[by_seq.groups.order])
+        if in_ts_order  # in seq order the quotes' groups are in (ts_recv, seq) order too
+        else _Series.of(key, ts, seq)
+    )
+    bid, ask = q.cols["bid_price"], q.cols["ask_price"]
+    bid_null, ask_null = q.null("bid_price"), q.null("ask_price")
+
+    def mids(order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(bid + ask) / 2.0 in `order`, and where it is null."""
+        mid, null = _empty(order.size, np.float64), _empty(order.size, bool)
+
+        def part(lo: int, hi: int) -> None:
+            at = order[lo:hi]
+            np.divide(bid[at].astype(np.float64) + ask[at].astype(np.float64), 2.0, out=mid[lo:hi])
+            null[lo:hi] = False
+            for nulls in (bid_null, ask_null):
+                if nulls is not None:
+                    null[lo:hi] |= nulls[at]
+
+        _chunked(order.size, part)
+        return mid, null
+
+    seq_mid = mids(by_seq.groups.order)
     quotes = _Quotes(
         by_seq=by_seq,
-        # in seq order the quotes' groups are in (ts_recv, seq) order too
-        by_ts=_Series(by_seq.groups, ts[by_seq.groups.order])
-        if in_ts_order
-        else _Series.of(key, ts, seq),
-        bid=q["bid_price"],
-        ask=q["ask_price"],
-        mid=mid,
-        mid_values=mid.fill_null(0.0).to_numpy(),
-        mid_null=mid.is_null().to_numpy(),
+        by_ts=by_ts,
+        seq_mid=seq_mid,
+        ts_mid=seq_mid if by_ts.groups is by_seq.groups else mids(by_ts.groups.order),
     )
     return quotes, pair
 
 
-def _signal_rows(signals: pl.DataFrame, submits: pl.DataFrame) -> tuple[np.ndarray, int]:
+def _signal_rows(signals: _Table, submits: _Table) -> tuple[np.ndarray, int]:
     """For each submit, the row of the first signal with its signal_id (-1: none); and
     how many distinct signal ids there are.
 
@@ -863,18 +1218,21 @@ def _signal_rows(signals: pl.DataFrame, submits: pl.DataFrame) -> tuple[np.ndarr
     in the journal): that guess is checked, and the rest looked up with a join."""
     if signals.height == 0 or submits.height == 0:
         return np.full(submits.height, -1, dtype=np.int64), signals.height
-    first = ~_repeats(signals, ["signal_id"])
-    guess = np.searchsorted(signals["seq"].to_numpy(), submits["seq"].to_numpy()) - 1
+    ids = signals.text_of("signal_id")
+    wanted = submits.text_of("signal_id")
+    assert ids is not None and wanted is not None
+    first = ~_repeats(pl.DataFrame([ids]), ["signal_id"])
+    guess = np.searchsorted(signals.cols["seq"], submits.cols["seq"]) - 1
     rows = np.where(guess >= 0, guess, 0)
     same = (guess >= 0) & first[rows]
-    same &= (signals["signal_id"].gather(rows) == submits["signal_id"]).fill_null(False).to_numpy()
+    same &= (ids.gather(rows) == wanted).fill_null(False).to_numpy()
     rows = np.where(same, rows, -1)
     rest = np.flatnonzero(~same)
     if rest.size:
-        known = pl.DataFrame(
-            {"signal_id": signals["signal_id"], "_row": np.arange(signals.height)}
-        ).filter(pl.Series(first))
-        found = pl.DataFrame({"signal_id": submits["signal_id"].gather(rest)}).join(
+        known = pl.DataFrame({"signal_id": ids, "_row": np.arange(signals.height)}).filter(
+            pl.Series(first)
+        )
+        found = pl.DataFrame({"signal_id": wanted.gather(rest)}).join(
             known, on="signal_id", how="left", maintain_order="left"
         )
         rows[rest] = found["_row"].fill_null(-1).to_numpy()
@@ -883,29 +1241,34 @@ def _signal_rows(signals: pl.DataFrame, submits: pl.DataFrame) -> tuple[np.ndarr
 
 def _names(names: list[str], codes: np.ndarray, name: str) -> pl.Series:
     """The names of codes (-1: null)."""
-    return _take(pl.Series(name, names, pl.String), codes.astype(np.int64))
+    if not names:
+        return pl.repeat(None, codes.size, dtype=pl.String, eager=True).alias(name)
+    codes = codes.astype(np.int32, copy=False)
+    null = codes < 0
+    at = pa.array(codes.view(np.uint32), mask=null if null.any() else None)
+    return pl.Series(name, names, pl.String).gather(pl.Series(at))
 
 
 def _orders(
-    info: RunInfo, entries: _Entries, pair: np.ndarray, oix0: int
-) -> tuple[pl.DataFrame, bool]:
+    info: RunInfo, entries: _Entries, pair: Callable[[], np.ndarray], oix0: int
+) -> tuple[pl.DataFrame, bool, frozenset[str]]:
     """One row per order (the first `SubmitOrder` of each order_id), numbered from oix0,
-    with its instrument's reference data, its signal and its quote key; and whether the
-    order ids are the engine's plain `f"{run_id}-{row + 1}"` (see `_order_rows`)."""
-    subs = entries.frames["submits"]
+    with its instrument's reference data, its signal and its quote key; whether the
+    order ids are the engine's plain `f"{run_id}-{row + 1}"` (see `_order_rows`); and the
+    columns that are Polars constants (see `_finish`)."""
+    subs = entries.tables["submits"]
 
-    def engine_numbered(ids: pl.Series) -> bool:
-        numbers = _engine_numbers(ids.to_arrow(), f"{info.run_id}-").to_numpy()
-        return bool((numbers == np.arange(1, ids.len() + 1)).all())
+    def engine_numbered(numbers: np.ndarray) -> bool:
+        return bool((numbers == np.arange(1, numbers.size + 1)).all())
 
-    plain = engine_numbered(subs["order_id"])  # then distinct: no repeat to drop
+    plain = engine_numbered(subs.cols["n"])  # then distinct: no repeat to drop
     if not plain:
-        subs = subs.filter(pl.Series(~_repeats(subs, ["order_id"])))
-        plain = engine_numbered(subs["order_id"])
-    signals = entries.frames["signals"]
+        subs = subs.filter(~_repeats(pl.DataFrame([subs.text_of("order_id")]), ["order_id"]))
+        plain = engine_numbered(subs.cols["n"])
+    signals = entries.tables["signals"]
     at, distinct = _signal_rows(signals, subs)
-    ins = subs["ins"].to_numpy().astype(np.int64)
-    ven = subs["ven"].to_numpy().astype(np.int64)
+    ins = subs.cols["ins"].astype(np.int64)
+    ven = subs.cols["ven"].astype(np.int64)
     known = [info.instruments.get(name) for name in entries.names["instrument"]] + [None]
     ref = np.where(ins >= 0, ins, len(known) - 1)
     scales = [1.0 if i is None else 10.0 ** (i.price_precision + i.size_precision) for i in known]
@@ -921,20 +1284,39 @@ def _orders(
             return pl.lit(values[int(ref[0])], dtype).alias(name)
         return pl.Series(name, values, dtype).gather(ref)
 
-    def signal(column: pl.Series) -> pl.Series | pl.Expr:
+    def signal(name: str, values: np.ndarray, null: np.ndarray | None) -> pl.Series | pl.Expr:
         if one_signal:
-            return pl.lit(column[int(at[0])], column.dtype).alias(column.name)
-        return _take(column, at)
+            i = int(at[0])
+            value = None if null is not None and null[i] else int(values[i])
+            return pl.lit(value, pl.Int64).alias(name)
+        return _gather(name, values, null, at)
 
     def field(name: str, default: int | str) -> list[int | str]:
         return [default if i is None else getattr(i, name) for i in known]
 
-    qkey = pair[ins + 1, ven + 1]
-    orders = subs.with_columns(
+    event = signals.cols["ts_event"]
+    event_null = signals.null("ts_event")
+    ts_signal = (
+        event if event_null is None else np.where(event_null, signals.cols["ts_recv"], event)
+    )
+    enums = entries.enums
+    orders = pl.DataFrame(
+        [
+            subs.series("seq"),
+            subs.text_of("order_id"),
+            subs.text_of("signal_id"),
+            subs.text_of("account"),
+            subs.text_of("strategy"),
+            *(_names(enums[c], subs.cols[c], c) for c in ("side", "order_type", "tif")),
+            subs.series("qty"),
+            pl.Series("ins", subs.cols["ins"]),
+            pl.Series("ven", subs.cols["ven"]),
+            subs.series("ts_recv", "ts_sent"),
+            subs.series("price", "limit_price"),
+        ]
+    ).with_columns(
         pl.int_range(oix0, oix0 + subs.height, dtype=pl.Int64).alias("oix"),
-        pl.col("ts_recv").alias("ts_sent"),
         pl.when(pl.col("side") == "BUY").then(1.0).otherwise(-1.0).alias("sign"),
-        pl.col("price").alias("limit_price"),
         _names(entries.names["instrument"], ins, "instrument"),
         _names(entries.names["venue"], ven, "venue"),
         attr("tick_size", field("tick_size", 1), pl.Int64),
@@ -942,20 +1324,25 @@ def _orders(
         attr("multiplier", field("multiplier", 1), pl.Int64),
         attr("scale", scales, pl.Float64),
         attr("currency", field("currency", "?"), pl.String),
-        signal(signals.select(pl.coalesce("ts_event", "ts_recv").alias("ts_signal")).to_series()),
-        signal(signals["signal_price"]),
-        _masked("qkey", qkey, qkey < 0),
-    ).drop("ts_recv", "price")
-    return orders, plain
+        signal("ts_signal", ts_signal, None),
+        signal("signal_price", signals.cols["signal_price"], signals.null("signal_price")),
+    )
+    qkey = pair()[ins + 1, ven + 1]  # `pair` (see `_quote_keys`) is asked for last
+    orders = orders.with_columns(_masked("qkey", qkey, qkey < 0))
+    scalars = frozenset(
+        (("tick_size", "lot_size", "multiplier", "scale", "currency") if constant else ())
+        + (("ts_signal", "signal_price") if one_signal else ())
+    )
+    return orders, plain, scalars
 
 
-def _order_events(events: pl.DataFrame, rows: np.ndarray, n: int) -> list[pl.Series]:
+def _order_events(events: _Table, sel: np.ndarray, rows: np.ndarray, n: int) -> list[pl.Series]:
     """Each order's first ack, reject, cancel and expiry (ts; seq but for the ack; the
     reject's reason) and its last replaced qty and replace count; `events` in seq order,
-    `rows` their orders' rows."""
-    kind = events["k"].to_numpy()
-    seq = events["seq"].to_numpy()
-    ts = events["ts_recv"].to_numpy()
+    `sel` the rows of them that count and `rows` their orders' rows."""
+    kind = events.cols["k"][sel]
+    seq = events.cols["seq"][sel]
+    ts = events.cols["ts_recv"][sel]
     out = []
     for name in ("ack", "reject", "cancel", "expire"):
         picked = np.flatnonzero(kind == _EVENT_CODE[name])
@@ -966,7 +1353,8 @@ def _order_events(events: pl.DataFrame, rows: np.ndarray, n: int) -> list[pl.Ser
             out.append(_placed(f"seq_{name}", n, keys, seq[at]))
         if name == "reject":
             nulls = pl.repeat(None, n, dtype=pl.String, eager=True)
-            reasons = events["reason"].gather(at)
+            reasons = pl.from_arrow(events.arrow["reason"].take(pa.array(sel[at])))
+            assert isinstance(reasons, pl.Series)
             out.append(
                 nulls.scatter(keys, reasons).alias("reject_reason")
                 if at.size
@@ -977,7 +1365,7 @@ def _order_events(events: pl.DataFrame, rows: np.ndarray, n: int) -> list[pl.Ser
     at = picked[last]
     qty = pl.repeat(None, n, dtype=pl.Int64, eager=True)
     if at.size:
-        qty = qty.scatter(keys, events["qty"].gather(at))
+        qty = qty.scatter(keys, events.series("qty").gather(sel[at]))
     counts = np.unique(rows[picked], return_counts=True)[1] if picked.size else keys
     out.append(qty.alias("replaced_qty"))
     out.append(_placed("replaces", n, keys, counts.astype(np.int64)))
@@ -985,32 +1373,62 @@ def _order_events(events: pl.DataFrame, rows: np.ndarray, n: int) -> list[pl.Ser
 
 
 def _arrival(
-    orders: pl.DataFrame, ins: np.ndarray, key: np.ndarray, quotes: _Quotes, pair: np.ndarray
+    seq: np.ndarray,
+    ins: np.ndarray,
+    key: np.ndarray,
+    quotes: _Quotes,
+    table: _Table,
+    pair: np.ndarray,
 ) -> list[pl.Series]:
-    """The order's venue quote and the best bid and ask across venues at its submit seq."""
-    seq = orders["seq"].to_numpy()
-    at = _asof(quotes.by_seq, _group(key), seq)
-    out = [_take(quotes.bid, at).alias("arrival_bid"), _take(quotes.ask, at).alias("arrival_ask")]
-    by_instrument = _group(ins)
-    bids, asks = [], []
-    for venue in range(1, pair.shape[1]):
-        key_map = pair[1:, venue]  # instrument code -> key of (instrument, venue)
-        if (key_map < 0).all():
-            continue
-        at = _asof(quotes.by_seq, by_instrument, seq, key_map)
-        bids.append(_take(quotes.bid, at).alias(f"_bid{venue}"))
-        asks.append(_take(quotes.ask, at).alias(f"_ask{venue}"))
-    if not bids:
-        none = pl.repeat(None, orders.height, dtype=pl.Int64, eager=True)
-        return [*out, none.alias("arrival_best_bid"), none.alias("arrival_best_ask")]
-    best = pl.DataFrame([*bids, *asks]).select(
-        pl.max_horizontal([b.name for b in bids]).alias("arrival_best_bid"),
-        pl.min_horizontal([a.name for a in asks]).alias("arrival_best_ask"),
+    """The order's venue quote and the best bid and ask across venues at its submit seq
+    (`table`: the quotes' table, for their bid and ask)."""
+    n = seq.size
+    out = {
+        name: (_empty(n, np.int64), _empty(n, bool))
+        for name in ("arrival_bid", "arrival_ask", "arrival_best_bid", "arrival_best_ask")
+    }
+    sides = (
+        ("bid", table.cols["bid_price"], table.null("bid_price"), np.maximum),
+        ("ask", table.cols["ask_price"], table.null("ask_price"), np.minimum),
     )
-    return [*out, *best.get_columns()]
+    venues = [v for v in range(1, pair.shape[1]) if (pair[1:, v] >= 0).any()]
+
+    def at_rows(rows: np.ndarray, values: np.ndarray, null: np.ndarray | None):
+        """The quotes' values at rows (-1: none) and whether they are null there."""
+        if values.size == 0:
+            return np.zeros(rows.size, np.int64), np.ones(rows.size, bool)
+        row = np.maximum(rows, 0)
+        missing = rows < 0
+        if null is not None:
+            missing |= null[row]
+        return values[row], missing
+
+    def part(lo: int, hi: int) -> None:
+        at = _asof(quotes.by_seq, _group(key[lo:hi]), seq[lo:hi])
+        for side, values, null, _ in sides:
+            v, missing = at_rows(at, values, null)
+            out[f"arrival_{side}"][0][lo:hi] = v
+            out[f"arrival_{side}"][1][lo:hi] = missing
+        by_instrument = _group(ins[lo:hi])
+        best = {side: (np.zeros(hi - lo, np.int64), np.ones(hi - lo, bool)) for side, *_ in sides}
+        for venue in venues:
+            key_map = pair[1:, venue]  # instrument code -> key of (instrument, venue)
+            at = _asof(quotes.by_seq, by_instrument, seq[lo:hi], key_map)
+            for side, values, null, better in sides:
+                v, missing = at_rows(at, values, null)
+                b, none = best[side]
+                # max_horizontal / min_horizontal: the best of the venues' non-null quotes
+                np.copyto(b, np.where(none, v, better(b, v)), where=~missing)
+                none &= missing
+        for side, (b, none) in best.items():
+            out[f"arrival_best_{side}"][0][lo:hi] = b
+            out[f"arrival_best_{side}"][1][lo:hi] = none
+
+    _chunked(n, part)
+    return [_masked(name, values, null) for name, (values, null) in out.items()]
 
 
-_STEP = 1 << 20  # fills per step: a step's temporaries stay small and are reused
+_STEP = 1 << 18  # fills per step: a step's temporaries stay small and are reused
 
 
 class _FillSums:
@@ -1027,224 +1445,367 @@ class _FillSums:
 
     def __init__(self, n: int) -> None:
         self.n = n
-        self.count = np.zeros(n, dtype=np.int64)
-        self.ints = {name: np.zeros(n, dtype=np.int64) for name in self.INTS}
-        self.floats = {name: (np.zeros(n), np.zeros(n)) for name in self.FLOATS}
-        self.first = np.zeros(n, dtype=np.int64)  # fill row of the first and last fill
-        self.last = np.zeros(n, dtype=np.int64)
+        self.count = _full(n, 0, np.int64)
+        # ints[i]: the INTS[i] sum of each order; totals, comps: the FLOATS' Kahan sums
+        self.ints = [_full(n, 0, np.int64) for _ in self.INTS]
+        self.totals = [_full(n, 0.0, np.float64) for _ in self.FLOATS]
+        self.comps = [_full(n, 0.0, np.float64) for _ in self.FLOATS]
+        self.first = _full(n, 0, np.int64)  # fill row of the first and last fill
+        self.last = _full(n, 0, np.int64)
+
+    def fit(self, n: int) -> _FillSums:
+        """These sums for n orders (n at most the number they were made for)."""
+        self.n = n
+        for name in ("count", "first", "last"):
+            setattr(self, name, getattr(self, name)[:n])
+        for name in ("ints", "totals", "comps"):
+            setattr(self, name, [a[:n] for a in getattr(self, name)])
+        return self
 
     @staticmethod
-    def terms(f: pl.DataFrame) -> list[pl.Expr]:
-        """Per fill, the terms summed (the int ones, then the float ones)."""
-        qty = pl.col("qty")
-        price = pl.col("price").cast(pl.Float64)
-        sign = pl.col("sign")
-        mid = pl.col("mid_fill")
-        ints = [
-            qty.fill_null(0).alias("filled_qty"),
-            pl.col("fee").fill_null(0).alias("fees"),
-            (pl.col("price") * qty).fill_null(0).alias("_pq"),
-            pl.when(mid.is_not_null()).then(qty).otherwise(0).fill_null(0).alias("_eff_qty"),
-        ]
-        floats = [(2.0 * sign * (price - mid) / mid * 1e4 * qty).fill_null(0.0).alias("_eff_num")]
-        for name, _ in MARKOUT_HORIZONS_NS:
-            m = pl.col(f"mid_{name}")
-            ints.append(
-                pl.when(m.is_not_null())
-                .then(qty)
-                .otherwise(0)
-                .fill_null(0)
-                .alias(f"_mo_{name}_qty")
-            )
-            floats.append(
-                (sign * (m - price) / price * 1e4 * qty).fill_null(0.0).alias(f"_mo_{name}_num")
-            )
-        return [*ints, *floats]
+    def terms(
+        price: np.ndarray,
+        qty: np.ndarray,
+        fee: np.ndarray,
+        missing: np.ndarray,
+        sign: np.ndarray,
+        mids: list[tuple[np.ndarray, np.ndarray]],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per fill, the terms summed (`ints[i]` for INTS[i], `floats[i]` for FLOATS[i]),
+        as the Polars expressions `(2.0 * sign * (price - mid) / mid * 1e4 *
+        qty).fill_null(0.0)` and so on would give them: the same operations in the same
+        order. Nulls are 0 in `price`, `qty` and `fee`; `missing`: price or qty null.
+        `mids`: the mid at the fill, then at each markout horizon, with their nulls."""
+        mid, mid_null = mids[0]
+        pf = price.astype(np.float64)
+        qf = qty.astype(np.float64)
+        ints = np.empty((len(_FillSums.INTS), qty.size), np.int64)
+        floats = np.empty((len(_FillSums.FLOATS), qty.size), np.float64)
+        ints[0] = qty
+        ints[1] = fee
+        np.multiply(price, qty, out=ints[2])
+        np.copyto(ints[3], qty)
+        ints[3][mid_null] = 0
+        with np.errstate(all="ignore"):
+            floats[0] = 2.0 * sign * (pf - mid) / mid * 1e4 * qf
+        floats[0][missing | mid_null] = 0.0
+        for i, (m, m_null) in enumerate(mids[1:], start=1):
+            np.copyto(ints[3 + i], qty)
+            ints[3 + i][m_null] = 0
+            with np.errstate(all="ignore"):
+                floats[i] = sign * (m - pf) / pf * 1e4 * qf
+            floats[i][missing | m_null] = 0.0
+        return ints, floats
 
-    def add(self, step: pl.DataFrame, rows: np.ndarray, first_row: int) -> None:
+    def add(self, rows: np.ndarray, first_row: int, ints: np.ndarray, floats: np.ndarray) -> None:
         """Add a step of fills (seq order; `rows` their orders' rows, `first_row` the
-        fill row of the step's first)."""
+        fill row of the step's first; the terms as `terms` gives them)."""
         runs = _Runs.of(rows)
         keys = runs.keys
-        terms = step.select(self.terms(step))
-        for name in self.INTS:
-            self.ints[name][keys] += runs.sums(terms[name].to_numpy())
-        totals = [self.floats[name][0][keys] for name in self.FLOATS]
-        comps = [self.floats[name][1][keys] for name in self.FLOATS]
-        runs.kahan([terms[name].to_numpy() for name in self.FLOATS], totals, comps)
-        for name, t, c in zip(self.FLOATS, totals, comps):
-            self.floats[name][0][keys] = t
-            self.floats[name][1][keys] = c
+        for total, values in zip(self.ints, ints):
+            total[keys] += runs.sums(values)
+        totals = [total[keys] for total in self.totals]
+        comps = [comp[keys] for comp in self.comps]
+        runs.kahan(list(floats), totals, comps)
+        for total, comp, t, c in zip(self.totals, self.comps, totals, comps):
+            total[keys] = t
+            comp[keys] = c
         fresh = self.count[keys] == 0
         self.first[keys[fresh]] = first_row + runs.rows(runs.starts[fresh])
         self.last[keys] = first_row + runs.rows(runs.starts + runs.lens - 1)
         self.count[keys] += runs.lens
 
-    def columns(self, fills: pl.DataFrame) -> list[pl.Series]:
+    def columns(self, fills: _Table) -> list[pl.Series]:
         """The per-order columns (null for orders without fills)."""
         none = self.count == 0
-        out = [_masked(name, values, none) for name, values in self.ints.items()]
-        out += [_masked(name, total, none) for name, (total, _) in self.floats.items()]
-        out.append(_masked("n_fills", self.count, none))
-        first = np.where(none, -1, self.first)
-        last = np.where(none, -1, self.last)
-        ts = fills["ts_recv"].to_numpy()
-        out.append(_masked("ts_first_fill", ts[np.maximum(first, 0)] if ts.size else first, none))
+        out = [  # filled_qty and fees are 0 for orders without fills, the others null
+            pl.Series(name, values)
+            if name in ("filled_qty", "fees")
+            else _masked(name, values, none)
+            for name, values in zip(self.INTS, self.ints)
+        ]
+        out += [_masked(name, total, none) for name, total in zip(self.FLOATS, self.totals)]
+        out.append(pl.Series("n_fills", self.count))
+        first = np.where(none, 0, self.first)
+        last = np.where(none, 0, self.last)
+        ts = fills.cols["ts_recv"]
+        seq = fills.cols["seq"]
+        if ts.size == 0:
+            first = last = np.full(self.n, -1, np.int64)
+            ts = seq = np.zeros(1, np.int64)
+        out.append(_masked("ts_first_fill", ts[first], none))
+        out.append(_masked("_last_seq", seq[last], none))
+        out.append(_masked("_last_ts", ts[last], none))
         out.append(
-            _masked(
-                "_last_seq", fills["seq"].to_numpy()[np.maximum(last, 0)] if ts.size else last, none
-            )
+            _gather("_last_qty", fills.cols["qty"], fills.null("qty"), np.where(none, -1, last))
         )
-        out.append(_masked("_last_ts", ts[np.maximum(last, 0)] if ts.size else last, none))
-        out.append(_take(fills["qty"], last).alias("_last_qty"))
         return out
 
 
 def _fills(
-    fills: pl.DataFrame,
+    fills: _Table,
     rows: np.ndarray,
     orders: pl.DataFrame,
     key: np.ndarray,
     quotes: _Quotes,
+    names: dict[str, list[str]],
     last_ts: int | None,
+    side: ThreadPoolExecutor,
+    zeros: Future[_FillSums],
 ) -> tuple[pl.DataFrame, list[pl.Series]]:
     """The booked fills (seq order) with their order, the mid at the fill and the
     markout mids; and per order, the sums over them (`_FillSums`). `rows`: each fill's
-    order row (-1: unknown). Steps of `_STEP` fills keep the temporaries small."""
+    order row (-1: unknown; overwritten). Steps of `_STEP` fills keep the temporaries
+    small, so that their memory is reused. `side`: a pool for work on the side; `zeros`:
+    the sums to add to, all 0 (see `_FillSums.fit`)."""
     n = orders.height
-    ven = fills["ven"].to_numpy()
-    keep = rows >= 0
-    keep[keep] = (ven[keep] >= 0) & (ven[keep] == orders["ven"].to_numpy()[rows[keep]])
+    ven = fills.cols["ven"]
+    order_ven = orders["ven"].to_numpy()
+    keep = np.greater_equal(rows, 0, out=_empty(rows.size, bool))
+    if keep.all():
+        np.greater_equal(ven, 0, out=keep)
+        keep &= np.equal(np.take(order_ven, rows, out=_empty(rows.size, order_ven.dtype)), ven)
+    else:
+        keep[keep] = (ven[keep] >= 0) & (ven[keep] == order_ven[rows[keep]])
     oix0 = int(orders["oix"][0]) if n else 0
-    at = rows[keep]
-    again = _repeats(
-        pl.DataFrame({"oix": at, "trade_id": fills["trade_id"].filter(pl.Series(keep))}),
-        ["oix", "trade_id"],
-    )
+    everything = bool(keep.all())
+    at = rows if everything else rows[keep]
+    trades = fills.text_of("trade_id")
+    assert trades is not None
+    kept = trades if everything else trades.filter(pl.Series(keep))
+    again = _repeats(pl.DataFrame([pl.Series("oix", at), kept]), ["oix", "trade_id"], ["trade_id"])
+    del kept
     if again.any():
         keep[np.flatnonzero(keep)[again]] = False
+        everything = False
         at = rows[keep]
-    f = fills if keep.all() else fills.filter(pl.Series(keep))
+    f = fills if everything else fills.filter(keep)
+    del fills, rows, keep
     m = f.height
-    seq = f["seq"].to_numpy()
-    ts = f["ts_recv"].to_numpy()
-    fkey = key[at]
-    sign = orders["sign"].to_numpy()[at]
-    names = ("mid_fill", *(f"mid_{name}" for name, _ in MARKOUT_HORIZONS_NS))
-    mids = {name: (np.empty(m), np.empty(m, dtype=bool)) for name in names}
-    sums = _FillSums(n)
+    seq = f.cols["seq"]
+    ts = f.cols["ts_recv"]
+    price, qty, fee = f.cols["price"], f.cols["qty"], f.cols["fee"]
+    missing = _full(m, False, bool)
+    for null in (f.null("price"), f.null("qty")):
+        if null is not None:
+            missing |= null
+    fkey = np.take(key, at, out=_empty(m, key.dtype))
+    sign = np.take(orders["sign"].to_numpy(), at, out=_empty(m, np.float64))
+    horizons = [0, *(h for _, h in MARKOUT_HORIZONS_NS)]
+    mids = [(_empty(m, np.float64), _empty(m, bool)) for _ in horizons]
     horizon_end = last_ts if last_ts is not None else -(2**62)
-    for a in range(0, m, _STEP):
-        b = min(a + _STEP, m)
+
+    # the quotes' group of each key, on seq and on ts_recv
+    by_seq = {int(k): g for g, k in enumerate(quotes.by_seq.groups.keys) if k >= 0}
+    by_ts = {int(k): g for g, k in enumerate(quotes.by_ts.groups.keys) if k >= 0}
+
+    def lookup(a: int, b: int) -> None:
+        """The mids of fills [a, b): the as-of lookups (`_asof_at`) of a key's fills
+        together, written where the fills are."""
         groups = _group(fkey[a:b])
-        found = [_asof(quotes.by_seq, groups, seq[a:b])]
-        found += [_asof(quotes.by_ts, groups, ts[a:b] + h) for _, h in MARKOUT_HORIZONS_NS]
-        for i, (name, idx) in enumerate(zip(names, found)):
-            values, null = mids[name]
-            values[a:b] = quotes.mid_values[np.maximum(idx, 0)] if quotes.mid_values.size else 0.0
-            null[a:b] = (idx < 0) | (
-                quotes.mid_null[np.maximum(idx, 0)] if quotes.mid_values.size else True
+        bounds = groups.bounds
+        for g, k in enumerate(groups.keys.tolist()):
+            rows = groups.order[bounds[g] : bounds[g + 1]] + a
+            for i, ((values, null), series, (mid, mid_null), group) in enumerate(
+                zip(
+                    mids,
+                    (quotes.by_seq, *(quotes.by_ts,) * (len(mids) - 1)),
+                    (quotes.seq_mid, *(quotes.ts_mid,) * (len(mids) - 1)),
+                    (by_seq, *(by_ts,) * (len(mids) - 1)),
+                )
+            ):
+                r = group.get(k) if k >= 0 else None
+                if r is None:
+                    null[rows] = True
+                    continue
+                lo, hi = int(series.groups.bounds[r]), int(series.groups.bounds[r + 1])
+                on = seq[rows] if i == 0 else ts[rows] + horizons[i]
+                at = np.searchsorted(series.on[lo:hi], on, side="right")
+                at += lo - 1
+                values[rows] = mid[at]  # at lo - 1: a row before the group, never used
+                missing = mid_null[at]
+                missing |= at < lo
+                if i:
+                    missing |= on > horizon_end
+                null[rows] = missing
+
+    def gather() -> list[pl.Series]:
+        """The fills' columns from their orders."""
+        ins = orders["ins"].to_numpy()
+        return [
+            orders["order_id"].gather(at),
+            _names(names["venue"], f.cols["ven"], "venue"),
+            _names(names["instrument"], np.take(ins, at, out=_empty(m, ins.dtype)), "instrument"),
+            pl.Series(
+                "ts_sent", np.take(orders["ts_sent"].to_numpy(), at, out=_empty(m, np.int64))
+            ),
+        ]
+
+    # The lookups run a step ahead in a thread (numpy lets go of the GIL in them), the
+    # orders' columns are gathered on `side`, and this thread adds each looked-up step
+    # to the sums.
+    steps = [(a, min(a + _STEP, m)) for a in range(0, m, _STEP)]
+    gathered = side.submit(gather)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        looked = [pool.submit(lookup, a, b) for a, b in steps]
+        sums = zeros.result().fit(n)
+        for (a, b), done in zip(steps, looked):
+            done.result()
+            ints, floats = _FillSums.terms(
+                price[a:b],
+                qty[a:b],
+                fee[a:b],
+                missing[a:b],
+                sign[a:b],
+                [(values[a:b], null[a:b]) for values, null in mids],
             )
-            if i:
-                null[a:b] |= ts[a:b] + MARKOUT_HORIZONS_NS[i - 1][1] > horizon_end
-        step = (
-            f.slice(a, b - a)
-            .select("price", "qty", "fee")
-            .with_columns(
-                pl.Series("sign", sign[a:b]),
-                *(_masked(name, mids[name][0][a:b], mids[name][1][a:b]) for name in names),
-            )
-        )
-        sums.add(step, at[a:b], a)
+            sums.add(at[a:b], a, ints, floats)
+            del ints, floats
+    del missing
+    per_order = sums.columns(f)
+    del sums
+    order_id, venue, instrument, ts_sent = gathered.result()
+    trade = f.text_of("trade_id")
+    assert trade is not None
     table = pl.DataFrame(
         [
-            f["seq"],
-            f["ts_recv"],
-            orders["order_id"][at],
-            orders["venue"][at],
-            f["trade_id"],
-            f["price"],
-            f["qty"],
-            f["fee"],
-            pl.Series("oix", at + oix0),
+            f.series("seq"),
+            f.series("ts_recv"),
+            order_id,
+            venue,
+            trade,
+            f.series("price"),
+            f.series("qty"),
+            f.series("fee"),
+            pl.Series("oix", np.add(at, oix0, out=at)),
             _masked("qkey", fkey, fkey < 0),
-            orders["instrument"][at],
+            instrument,
             pl.Series("sign", sign),
-            pl.Series("ts_sent", orders["ts_sent"].to_numpy()[at]),
-            *(_masked(name, values, null) for name, (values, null) in mids.items()),
+            ts_sent,
+            *(
+                _masked(name, values, null)
+                for name, (values, null) in zip(
+                    ("mid_fill", *(f"mid_{name}" for name, _ in MARKOUT_HORIZONS_NS)), mids
+                )
+            ),
         ]
     )
-    return table, sums.columns(table)
+    return table, per_order
 
 
-def _full_fills(orders: pl.DataFrame, fills: pl.DataFrame) -> pl.DataFrame:
-    """Per filled order (oix): the seq and ts of the fill that completed it.
+def _full_fills(orders: pl.DataFrame, fills: pl.DataFrame, oix0: int) -> list[pl.Series]:
+    """Per order, the seq and ts of the fill that completed it (`_seq_full`, `_ts_full`;
+    null where none did).
 
     Usually its last fill; where fills went on after the qty was reached (an overfill),
     the running sum finds the first fill that reached it."""
-    full = orders.select("oix", "filled_qty", "qty_final", "_last_qty", "_last_seq", "_last_ts")
-    full = full.filter(pl.col("filled_qty") >= pl.col("qty_final"))
-    simple = full.filter(pl.col("filled_qty") - pl.col("_last_qty") < pl.col("qty_final"))
-    done = simple.select(
-        "oix", pl.col("_last_seq").alias("_seq_full"), pl.col("_last_ts").alias("_ts_full")
-    )
-    over = full.filter(pl.col("filled_qty") - pl.col("_last_qty") >= pl.col("qty_final"))
-    if over.height:
-        sub = fills.join(over.select("oix", "qty_final"), on="oix", how="inner").sort("seq")
+    filled, _ = _np(orders["filled_qty"])
+    final, final_null = _np(orders["qty_final"])
+    last_qty, last_null = _np(orders["_last_qty"])
+    full = filled >= final
+    for null in (final_null, last_null):
+        if null is not None:
+            full &= ~null
+    before = filled - last_qty
+    simple = full & (before < final)
+    over = np.flatnonzero(full & (before >= final))
+    null = ~simple
+    seq = np.where(simple, _np(orders["_last_seq"])[0], 0)
+    ts = np.where(simple, _np(orders["_last_ts"])[0], 0)
+    if over.size:
+        table = pl.DataFrame({"oix": over + oix0, "qty_final": final[over]})
+        sub = fills.join(table, on="oix", how="inner").sort("seq")
         reached = sub.with_columns(pl.col("qty").cum_sum().over("oix").alias("_cum")).filter(
             pl.col("_cum") >= pl.col("qty_final")
         )
-        first = reached.group_by("oix").agg(
-            pl.col("seq").first().alias("_seq_full"), pl.col("ts_recv").first().alias("_ts_full")
-        )
-        done = pl.concat([done, first.select(done.columns)])
-    return done
+        first = reached.group_by("oix").agg(pl.col("seq").first(), pl.col("ts_recv").first())
+        at = first["oix"].to_numpy() - oix0
+        seq[at] = first["seq"].to_numpy()
+        ts[at] = first["ts_recv"].to_numpy()
+        null[at] = False
+    return [_masked("_seq_full", seq, null), _masked("_ts_full", ts, null)]
 
 
 def _build_run(info: RunInfo, oix0: int, time_bucket_ns: int) -> tuple[pl.DataFrame, ...]:
     """Build one run's order and fill tables (order numbers from `oix0`)."""
     entries = _collect(info)
-    frames = entries.frames
-    quotes, pair = _quote_keys(entries)
-    refused = (
-        frames["alerts"]
-        .filter(pl.col("code").is_in(_NOT_BOOKED) & pl.col("cause").is_not_null())
-        .get_column("cause")
-    )
+    tables = entries.tables
+    # The quotes are indexed (`_quote_keys`) while the orders are put together.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        keyed = pool.submit(_quote_keys, entries)
+        # the fills' sums, one for each order at most (put in memory meanwhile)
+        sums = pool.submit(_FillSums, tables["submits"].height)
+        orders, plain, scalars = _orders(info, entries, lambda: keyed.result()[1], oix0)
+        quotes, pair = keyed.result()
+    alerts = tables["alerts"]
+    hit = np.zeros(alerts.height, bool)
+    if alerts.height:
+        code = alerts.text_of("code")
+        assert code is not None
+        hit = code.is_in(_NOT_BOOKED).fill_null(False).to_numpy()
+        null = alerts.null("cause")
+        if null is not None:
+            hit &= ~null
+    refused = alerts.cols["cause"][hit]
 
-    def booked(frame: pl.DataFrame) -> pl.DataFrame:
-        return frame.filter(~pl.col("seq").is_in(refused.implode())) if refused.len() else frame
+    def booked(table: _Table) -> _Table:
+        return table.filter(~np.isin(table.cols["seq"], refused)) if refused.size else table
 
-    orders, plain = _orders(info, entries, pair, oix0)
     n = orders.height
     key = orders["qkey"].fill_null(-1).to_numpy()
-    events = booked(frames["events"])
-    ids = None if plain else _order_ids(events, info.run_id)
-    rows = _order_rows(events["n"].to_numpy(), orders["order_id"], plain, ids)
-    ven = events["ven"].to_numpy()
-    ok = rows >= 0
-    ok[ok] = (ven[ok] >= 0) & (ven[ok] == orders["ven"].to_numpy()[rows[ok]])
-    orders = orders.with_columns(_order_events(events.filter(pl.Series(ok)), rows[ok], n))
+    events = booked(tables["events"])
+    fills = booked(tables["fills"])
+    quote_table = tables["quotes"]
+    # What is read is let go of once it is used (what the orders keep of it stays), so
+    # that its memory goes to what follows.
+    tables.clear()
+    del tables
+
+    def from_events() -> list[pl.Series]:
+        """The orders' venue events, arrival quotes and buckets."""
+        ids = None if plain else _order_ids(events, info.run_id)
+        rows = _order_rows(events.cols["n"], orders["order_id"], plain, ids)
+        ven = events.cols["ven"]
+        ok = rows >= 0
+        ok[ok] = (ven[ok] >= 0) & (ven[ok] == orders["ven"].to_numpy()[rows[ok]])
+        sel = np.flatnonzero(ok)
+        ins = orders["ins"].to_numpy().astype(np.int64)
+        arrival = _arrival(orders["seq"].to_numpy(), ins, key, quotes, quote_table, pair)
+        return [*_order_events(events, sel, rows[sel], n), *arrival, *_buckets(orders, arrival)]
+
+    # The fills (`_fills` looks quotes up in a thread of its own) and the orders' other
+    # events and arrival quotes (`pool`, which then gathers the fills' order columns)
+    # are independent: they are worked out side by side.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        side = pool.submit(from_events)
+        ids = None if plain else _order_ids(fills, info.run_id)
+        rows = _order_rows(fills.cols["n"], orders["order_id"], plain, ids)
+        del ids
+        fill_rows, per_order = _fills(
+            fills, rows, orders, key, quotes, entries.names, entries.last_ts, pool, sums
+        )
+        del fills, rows
+        orders = orders.with_columns(side.result())
+    # let go of what only they used (the events, the quotes' table, the lookups on ts)
+    events = quote_table = None
+    quotes = _Quotes(quotes.by_seq, quotes.by_seq, quotes.seq_mid, quotes.seq_mid)
+    replaced, replaced_null = _np(orders["replaced_qty"])
+    qty, qty_null = _np(orders["qty"])
+    final_null = None if replaced_null is None or qty_null is None else replaced_null & qty_null
+    replaces, replaces_null = _np(orders["replaces"])
     orders = orders.with_columns(
-        pl.coalesce("replaced_qty", "qty").alias("qty_final"),
-        pl.col("replaces").fill_null(0).cast(pl.Int64),
+        _masked(
+            "qty_final",
+            replaced if replaced_null is None else np.where(replaced_null, qty, replaced),
+            final_null,
+        ),
+        pl.Series(
+            "replaces", replaces if replaces_null is None else np.where(replaces_null, 0, replaces)
+        ),
+        *per_order,
     )
-    ins = orders["ins"].to_numpy().astype(np.int64)
-    orders = orders.with_columns(_arrival(orders, ins, key, quotes, pair))
-    fills = booked(frames["fills"])
-    ids = None if plain else _order_ids(fills, info.run_id)
-    rows = _order_rows(fills["n"].to_numpy(), orders["order_id"], plain, ids)
-    del ids
-    fill_rows, per_order = _fills(fills, rows, orders, key, quotes, entries.last_ts)
-    del fills, rows
-    orders = orders.with_columns(per_order)
-    orders = orders.with_columns(
-        pl.col("filled_qty").fill_null(0),
-        pl.col("fees").fill_null(0),
-        pl.col("n_fills").fill_null(0),
-    )
-    orders = _put(orders, _full_fills(orders, fill_rows), oix0)
-    orders = _finish(orders, quotes, key, entries.last_seq, time_bucket_ns)
+    orders = orders.with_columns(_full_fills(orders, fill_rows, oix0))
+    orders = _finish(orders, quotes, key, entries.last_seq, time_bucket_ns, scalars)
     orders = orders.with_columns(pl.lit(info.run_id).alias("run_id"))
     fill_rows = fill_rows.with_columns(pl.lit(info.run_id).alias("run_id"))
     return (
@@ -1261,113 +1822,288 @@ def _build_run(info: RunInfo, oix0: int, time_bucket_ns: int) -> tuple[pl.DataFr
     )
 
 
+_STATUSES = (
+    "FILLED",
+    "REJECTED",
+    "CANCELED",
+    "EXPIRED",
+    "PARTIALLY_FILLED",
+    "ACCEPTED",
+    "PENDING_NEW",
+)
+
+
+def _chunked(n: int, work: Callable[[int, int], None], size: int = 1 << 16) -> None:
+    """Run `work(lo, hi)` over [0, n) in chunks, on two threads. Numpy lets go of the
+    GIL in its loops, and the pages of the arrays written are faulted in on both cores;
+    a chunk's temporaries stay small (and in cache) and their memory is reused."""
+    chunks = [(lo, min(lo + size, n)) for lo in range(0, n, size)]
+    if len(chunks) < 2:
+        for lo, hi in chunks:
+            work(lo, hi)
+        return
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for _ in pool.map(lambda c: work(*c), chunks):
+            pass
+
+
 def _finish(
     orders: pl.DataFrame,
     quotes: _Quotes,
     key: np.ndarray,
     last_seq: int | None,
     time_bucket_ns: int,
+    scalars: frozenset[str],
 ) -> pl.DataFrame:
-    """Status, done time, mids, slippage, shortfall, markouts, latencies and buckets."""
-    filled = pl.col("filled_qty")
-    status = (
-        pl.when(filled >= pl.col("qty_final"))
-        .then(pl.lit("FILLED"))
-        .when(pl.col("ts_reject").is_not_null())
-        .then(pl.lit("REJECTED"))
-        .when(pl.col("ts_cancel").is_not_null())
-        .then(pl.lit("CANCELED"))
-        .when(pl.col("ts_expire").is_not_null())
-        .then(pl.lit("EXPIRED"))
-        .when(filled > 0)
-        .then(pl.lit("PARTIALLY_FILLED"))
-        .when(pl.col("ts_ack").is_not_null())
-        .then(pl.lit("ACCEPTED"))
-        .otherwise(pl.lit("PENDING_NEW"))
+    """Status, done time, mids, slippage, shortfall, markouts, latencies and time buckets
+    (the other buckets are `_buckets`').
+
+    Worked out in numpy, in chunks on two threads (`_chunked`), each value as the Polars
+    expression in the comment beside it gives it: the same operations in the same order,
+    nulls in from nulls in. Polars divides by a constant column (`scalars`: made with
+    `pl.lit`) as a product with its reciprocal, and so does this."""
+    n = orders.height
+    inputs = (
+        "filled_qty",
+        "qty",
+        "qty_final",
+        "ts_ack",
+        "ts_reject",
+        "ts_cancel",
+        "ts_expire",
+        "_ts_full",
+        "seq_reject",
+        "seq_cancel",
+        "seq_expire",
+        "_seq_full",
+        "sign",
+        "_pq",
+        "arrival_bid",
+        "arrival_ask",
+        "arrival_best_bid",
+        "arrival_best_ask",
+        "signal_price",
+        "multiplier",
+        "scale",
+        "fees",
+        "_eff_num",
+        "_eff_qty",
+        *(f"_mo_{h}_{part}" for h, _ in MARKOUT_HORIZONS_NS for part in ("num", "qty")),
+        "ts_sent",
+        "ts_first_fill",
+        "ts_signal",
     )
-
-    def by_status(full_col: str, reject: str, cancel: str, expire: str) -> pl.Expr:
-        s = pl.col("status")
-        return (
-            pl.when(s == "FILLED")
-            .then(pl.col(full_col))
-            .when(s == "REJECTED")
-            .then(pl.col(reject))
-            .when(s == "CANCELED")
-            .then(pl.col(cancel))
-            .when(s == "EXPIRED")
-            .then(pl.col(expire))
-            .otherwise(None)
-        )
-
-    o = orders.with_columns(status.alias("status"))
-    o = o.with_columns(
-        by_status("_ts_full", "ts_reject", "ts_cancel", "ts_expire").alias("ts_done"),
-        by_status("_seq_full", "seq_reject", "seq_cancel", "seq_expire").alias("_seq_done"),
+    col = {name: _np(orders[name]) for name in inputs}
+    with np.errstate(all="ignore"):  # Polars' reciprocals of the constants divided by
+        recip = {
+            name: np.divide(1.0, col[name][0][:1].astype(np.float64))[0]
+            if name in scalars and n
+            else None
+            for name in ("scale", "signal_price")
+        }
+    floats = (
+        "end_mid",
+        "vwap",
+        "arrival_mid",
+        "arrival_best_mid",
+        "decision_price",
+        "slippage_signal_bps",
+        "slippage_arrival_bps",
+        "slippage_best_bps",
+        "is_execution_bps",
+        "is_opportunity_bps",
+        "is_fees_bps",
+        "shortfall_bps",
+        "effective_spread_bps",
+        *(f"markout_{h}_bps" for h, _ in MARKOUT_HORIZONS_NS),
+        "filled_notional",
+        "order_notional",
+        "fees_ccy",
     )
-    # The mid when the order ended (the run's last mid if it never did), for the
-    # opportunity cost of what was left unfilled.
-    open_qty = (pl.col("qty") - filled).clip(lower_bound=0)
-    end = o.select(
-        (open_qty > 0).fill_null(False).alias("open"),
-        pl.coalesce("_seq_done", pl.lit(last_seq if last_seq is not None else 0, pl.Int64))
-        .cast(pl.Int64)
-        .alias("_seq_end"),
+    ints = (
+        "ts_done",
+        "time_to_fill_ns",
+        *(f"lat_{stage}_ns" for stage, _, _ in STAGES),
+        "lat_sent_to_done_ns",
+        "time_bucket",
     )
-    rows = np.flatnonzero(end["open"].to_numpy())
-    at = np.full(o.height, -1, dtype=np.int64)
-    at[rows] = _asof(quotes.by_seq, _group(key[rows]), end["_seq_end"].to_numpy()[rows])
-    o = o.with_columns(_take(quotes.mid, at).alias("end_mid"))
+    out = {name: (_empty(n, np.float64), _empty(n, bool)) for name in floats}
+    out |= {name: (_empty(n, np.int64), _empty(n, bool)) for name in ints}
+    status = _empty(n, np.int32)
+    ends = (last_seq if last_seq is not None else 0,)
 
-    sign = pl.col("sign")
-    qty = pl.col("qty").cast(pl.Float64)
-    fq = filled.cast(pl.Float64)
-    vwap = pl.when(filled > 0).then(pl.col("_pq").cast(pl.Float64) / fq).otherwise(None)
-    arrival_mid = _mid("arrival_bid", "arrival_ask")
-    best_mid = _mid("arrival_best_bid", "arrival_best_ask")
-    sig = pl.col("signal_price").cast(pl.Float64)
-    good_sig = pl.col("signal_price").is_not_null() & (pl.col("signal_price") > 0)
+    def part(lo: int, hi: int) -> None:
+        def v(name: str) -> np.ndarray:
+            return col[name][0][lo:hi]
 
-    def bps(ref: pl.Expr) -> pl.Expr:
-        return sign * (pl.col("vwap") - ref) / ref * 1e4
+        def f(name: str) -> np.ndarray:
+            return col[name][0][lo:hi].astype(np.float64)
 
-    o = o.with_columns(
-        vwap.alias("vwap"),
-        arrival_mid.alias("arrival_mid"),
-        best_mid.alias("arrival_best_mid"),
-        pl.when(good_sig).then(sig).otherwise(arrival_mid).alias("decision_price"),
-    )
-    pd_ = pl.col("decision_price")
-    mult = pl.col("multiplier").cast(pl.Float64)
-    denom = pd_ * qty
-    unfilled = open_qty.cast(pl.Float64)
-    o = o.with_columns(
-        pl.when(good_sig).then(bps(sig)).otherwise(None).alias("slippage_signal_bps"),
-        bps(pl.col("arrival_mid")).alias("slippage_arrival_bps"),
-        bps(pl.col("arrival_best_mid")).alias("slippage_best_bps"),
-        (sign * (pl.col("_pq").fill_null(0).cast(pl.Float64) - pd_ * fq) / denom * 1e4).alias(
-            "is_execution_bps"
-        ),
-        pl.when(unfilled == 0)
-        .then(pl.lit(0.0))
-        .otherwise(sign * (pl.col("end_mid") - pd_) * unfilled / denom * 1e4)
-        .alias("is_opportunity_bps"),
-        (pl.col("fees").cast(pl.Float64) / (mult * denom) * 1e4).alias("is_fees_bps"),
-        _ratio("_eff_num", "_eff_qty").alias("effective_spread_bps"),
-        *(
-            _ratio(f"_mo_{n}_num", f"_mo_{n}_qty").alias(f"markout_{n}_bps")
-            for n, _ in MARKOUT_HORIZONS_NS
-        ),
-        (pl.col("_pq").fill_null(0).cast(pl.Float64) * mult / pl.col("scale")).alias(
-            "filled_notional"
-        ),
-        (pd_ * qty * mult / pl.col("scale")).alias("order_notional"),
-        (pl.col("fees").cast(pl.Float64) / pl.col("scale")).alias("fees_ccy"),
-        (pl.col("ts_first_fill") - pl.col("ts_sent")).alias("time_to_fill_ns"),
-        *((pl.col(b) - pl.col(a)).alias(f"lat_{name}_ns") for name, a, b in STAGES),
-        (pl.col("ts_done") - pl.col("ts_sent")).alias("lat_sent_to_done_ns"),
+        def null(*names: str) -> np.ndarray:
+            at = np.zeros(hi - lo, bool)
+            for name in names:
+                mask = col[name][1]
+                if mask is not None:
+                    at |= mask[lo:hi]
+            return at
+
+        def put(name: str, values: np.ndarray, missing: np.ndarray) -> None:
+            out[name][0][lo:hi] = values
+            out[name][1][lo:hi] = missing
+
+        filled = v("filled_qty")
+        # status: the first of FILLED (filled_qty >= qty_final), REJECTED, CANCELED,
+        # EXPIRED (their ts not null), PARTIALLY_FILLED (filled_qty > 0), ACCEPTED
+        # (ts_ack not null), else PENDING_NEW
+        code = status[lo:hi]
+        code[:] = _STATUSES.index("PENDING_NEW")
+        for name, when in (
+            ("ACCEPTED", ~null("ts_ack")),
+            ("PARTIALLY_FILLED", filled > 0),
+            ("EXPIRED", ~null("ts_expire")),
+            ("CANCELED", ~null("ts_cancel")),
+            ("REJECTED", ~null("ts_reject")),
+            ("FILLED", (filled >= v("qty_final")) & ~null("qty_final")),
+        ):
+            code[when] = _STATUSES.index(name)
+        # ts_done, and seq: by status, the full fill's, the reject's, cancel's, expiry's
+        done: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for name, cols in (
+            ("ts_done", ("_ts_full", "ts_reject", "ts_cancel", "ts_expire")),
+            ("seq_done", ("_seq_full", "seq_reject", "seq_cancel", "seq_expire")),
+        ):
+            values, missing = np.zeros(hi - lo, np.int64), np.ones(hi - lo, bool)
+            for c, source in enumerate(cols):
+                at = code == c
+                values[at] = v(source)[at]
+                missing[at] = null(source)[at]
+            done[name] = (values, missing)
+        put("ts_done", *done["ts_done"])
+        # end_mid: the mid when the order ended (the run's last mid if it never did),
+        # for the opportunity cost of what was left unfilled
+        qty_null = null("qty")
+        open_qty = np.maximum(v("qty") - filled, 0)  # (qty - filled_qty).clip(0)
+        seq_end = np.where(done["seq_done"][1], ends[0], done["seq_done"][0])
+        rows = np.flatnonzero((open_qty > 0) & ~qty_null)
+        at = np.full(hi - lo, -1, dtype=np.int64)
+        at[rows] = _asof_at(quotes.by_seq, _group(key[lo:hi][rows]), seq_end[rows])
+        mids, mid_nulls = quotes.seq_mid
+        if mids.size:
+            end_mid = np.take(mids, at, mode="wrap")
+            put("end_mid", end_mid, (at < 0) | np.take(mid_nulls, at, mode="wrap"))
+        else:
+            end_mid = np.zeros(hi - lo)
+            put("end_mid", end_mid, np.ones(hi - lo, bool))
+        with np.errstate(all="ignore"):
+            sign = v("sign")
+            qty = f("qty")
+            fq = filled.astype(np.float64)
+            # vwap: when(filled_qty > 0).then(_pq / filled_qty)
+            vwap, vwap_null = f("_pq") / fq, null("_pq") | (filled <= 0)
+            put("vwap", vwap, vwap_null)
+            # arrival mids: (bid + ask) / 2.0
+            mids = {}
+            for mid, bid, ask in (
+                ("arrival_mid", "arrival_bid", "arrival_ask"),
+                ("arrival_best_mid", "arrival_best_bid", "arrival_best_ask"),
+            ):
+                mids[mid] = ((f(bid) + f(ask)) / 2.0, null(bid, ask))
+                put(mid, *mids[mid])
+            # decision_price: when(signal_price > 0).then(signal_price)
+            #     .otherwise(arrival_mid)
+            good = ~null("signal_price") & (v("signal_price") > 0)
+            sig = f("signal_price")
+            am, am_null = mids["arrival_mid"]
+            pd_ = np.where(good, sig, am)
+            pd_null = ~good & am_null
+            put("decision_price", pd_, pd_null)
+            # slippage: sign * (vwap - ref) / ref * 1e4
+            x = sign * (vwap - sig)
+            c = recip["signal_price"]
+            put(
+                "slippage_signal_bps",
+                (x / sig if c is None else x * c) * 1e4,
+                vwap_null | ~good,
+            )
+            for name, mid in (
+                ("slippage_arrival_bps", "arrival_mid"),
+                ("slippage_best_bps", "arrival_best_mid"),
+            ):
+                ref, ref_null = mids[mid]
+                put(name, sign * (vwap - ref) / ref * 1e4, vwap_null | ref_null)
+            denom = pd_ * qty  # decision_price * qty
+            denom_null = pd_null | qty_null
+            pq = np.where(null("_pq"), 0, v("_pq")).astype(np.float64)  # _pq.fill_null(0)
+            # is_execution_bps: sign * (_pq - decision_price * filled_qty) / denom * 1e4
+            execution = sign * (pq - pd_ * fq) / denom * 1e4
+            put("is_execution_bps", execution, denom_null)
+            # is_opportunity_bps: when(unfilled == 0).then(0.0)
+            #     .otherwise(sign * (end_mid - decision_price) * unfilled / denom * 1e4)
+            unfilled = open_qty.astype(np.float64)
+            opportunity = sign * (end_mid - pd_) * unfilled / denom * 1e4
+            none_left = (unfilled == 0) & ~qty_null
+            opportunity[none_left] = 0.0
+            opportunity_null = ~none_left & (out["end_mid"][1][lo:hi] | denom_null)
+            put("is_opportunity_bps", opportunity, opportunity_null)
+            # is_fees_bps: fees / (multiplier * denom) * 1e4
+            mult = f("multiplier")
+            fees = f("fees")
+            fees_bps = fees / (mult * denom) * 1e4
+            fees_null = null("multiplier") | denom_null
+            put("is_fees_bps", fees_bps, fees_null)
+            # shortfall_bps: is_execution_bps + is_opportunity_bps + is_fees_bps
+            put(
+                "shortfall_bps",
+                execution + opportunity + fees_bps,
+                denom_null | opportunity_null | fees_null,
+            )
+            # ratios: when(den > 0).then(num / den)
+            for name, num, den in (
+                ("effective_spread_bps", "_eff_num", "_eff_qty"),
+                *(
+                    (f"markout_{h}_bps", f"_mo_{h}_num", f"_mo_{h}_qty")
+                    for h, _ in MARKOUT_HORIZONS_NS
+                ),
+            ):
+                put(name, v(num) / f(den), null(num, den) | (v(den) <= 0))
+            # notionals: _pq.fill_null(0) * multiplier / scale, decision_price * qty *
+            # multiplier / scale, fees / scale
+            c = recip["scale"]
+            scale = f("scale")
+            for name, x, missing in (
+                ("filled_notional", pq * mult, null("multiplier")),
+                ("order_notional", pd_ * qty * mult, denom_null | null("multiplier")),
+                ("fees_ccy", fees, np.zeros(hi - lo, bool)),
+            ):
+                put(name, x / scale if c is None else x * c, missing | null("scale"))
+        # times: differences
+        ts_done, ts_done_null = done["ts_done"]
+        for name, a, b in (
+            ("time_to_fill_ns", "ts_sent", "ts_first_fill"),
+            *((f"lat_{stage}_ns", a, b) for stage, a, b in STAGES),
+        ):
+            if b == "ts_done":
+                put(name, ts_done - v(a), ts_done_null | null(a))
+            else:
+                put(name, v(b) - v(a), null(a, b))
+        put("lat_sent_to_done_ns", ts_done - v("ts_sent"), ts_done_null | null("ts_sent"))
+        ts_sent = v("ts_sent")
+        put("time_bucket", ts_sent - ts_sent % time_bucket_ns, null("ts_sent"))
+
+    _chunked(n, part)
+    return orders.with_columns(
+        *(_masked(name, values, null) for name, (values, null) in out.items()),
+        _names(list(_STATUSES), status, "status"),
+    ).select(ORDER_COLUMNS[1:])
+
+
+def _buckets(orders: pl.DataFrame, arrival: list[pl.Series]) -> list[pl.Series]:
+    """The orders' touch distance and fill-model buckets (`analytics.buckets`), given
+    their arrival quotes."""
+    frame = orders.select("sign", "limit_price", "tick_size", "qty", "lot_size", "ts_sent")
+    frame = frame.with_columns(arrival).select(
         touch_distance_ticks(
-            sign > 0,
+            pl.col("sign") > 0,
             pl.col("limit_price"),
             pl.col("arrival_bid"),
             pl.col("arrival_ask"),
@@ -1375,15 +2111,10 @@ def _finish(
         ).alias("touch_distance_ticks"),
         size_bucket(pl.col("qty"), pl.col("lot_size")).alias("size_bucket"),
         tod_bucket(pl.col("ts_sent")).alias("tod"),
-        (pl.col("ts_sent") - pl.col("ts_sent") % time_bucket_ns).alias("time_bucket"),
     )
-    o = o.with_columns(
-        (pl.col("is_execution_bps") + pl.col("is_opportunity_bps") + pl.col("is_fees_bps")).alias(
-            "shortfall_bps"
-        ),
-        distance_bucket(pl.col("touch_distance_ticks")).alias("distance_bucket"),
-    )
-    return o.select(ORDER_COLUMNS[1:])
+    return frame.with_columns(
+        distance_bucket(pl.col("touch_distance_ticks")).alias("distance_bucket")
+    ).get_columns()
 
 
 ORDER_COLUMNS: tuple[str, ...] = (
@@ -1521,44 +2252,55 @@ def _wavg(value: str, weight: str) -> str:
     )
 
 
-def _metrics_sql() -> str:
+_QUANTILED = (  # (name, column) of the latencies given as medians and 95th percentiles
+    ("time_to_fill", "time_to_fill_ns"),
+    *((name, f"lat_{name}_ns") for name, _, _ in (*STAGES, ("sent_to_done", "", ""))),
+)
+
+
+def _metrics_sql() -> tuple[str, str]:
+    """The aggregates, and the metric columns made of them in output order. Both
+    quantiles of a latency are asked for at once (`quantile_cont(x, [0.5, 0.95])`, one
+    sort of its values, the same values as one each)."""
     parts = [
-        "count(*) as orders",
-        "count(*) filter (where filled_qty > 0) as orders_filled",
-        "sum(n_fills)::bigint as fills",
-        "avg(case when filled_qty > 0 then 1.0 else 0.0 end) as fill_rate",
-        "avg(least(filled_qty, qty)::double / nullif(qty, 0)) as filled_share",
-        "avg(case when status = 'REJECTED' then 1.0 else 0.0 end) as reject_rate",
-        "avg(case when status = 'CANCELED' then 1.0 else 0.0 end) as cancel_rate",
-        "avg(case when status = 'EXPIRED' then 1.0 else 0.0 end) as expire_rate",
-        f"{_wavg('slippage_signal_bps', 'filled_notional')} as slippage_signal_bps",
-        f"{_wavg('slippage_arrival_bps', 'filled_notional')} as slippage_arrival_bps",
-        f"{_wavg('slippage_best_bps', 'filled_notional')} as slippage_best_bps",
-        f"{_wavg('shortfall_bps', 'order_notional')} as shortfall_bps",
-        f"{_wavg('is_execution_bps', 'order_notional')} as is_execution_bps",
-        f"{_wavg('is_opportunity_bps', 'order_notional')} as is_opportunity_bps",
-        f"{_wavg('is_fees_bps', 'order_notional')} as is_fees_bps",
-        f"{_wavg('effective_spread_bps', 'filled_notional')} as effective_spread_bps",
+        ("count(*)", "orders"),
+        ("count(*) filter (where filled_qty > 0)", "orders_filled"),
+        ("sum(n_fills)::bigint", "fills"),
+        ("avg(case when filled_qty > 0 then 1.0 else 0.0 end)", "fill_rate"),
+        ("avg(least(filled_qty, qty)::double / nullif(qty, 0))", "filled_share"),
+        ("avg(case when status = 'REJECTED' then 1.0 else 0.0 end)", "reject_rate"),
+        ("avg(case when status = 'CANCELED' then 1.0 else 0.0 end)", "cancel_rate"),
+        ("avg(case when status = 'EXPIRED' then 1.0 else 0.0 end)", "expire_rate"),
+        (_wavg("slippage_signal_bps", "filled_notional"), "slippage_signal_bps"),
+        (_wavg("slippage_arrival_bps", "filled_notional"), "slippage_arrival_bps"),
+        (_wavg("slippage_best_bps", "filled_notional"), "slippage_best_bps"),
+        (_wavg("shortfall_bps", "order_notional"), "shortfall_bps"),
+        (_wavg("is_execution_bps", "order_notional"), "is_execution_bps"),
+        (_wavg("is_opportunity_bps", "order_notional"), "is_opportunity_bps"),
+        (_wavg("is_fees_bps", "order_notional"), "is_fees_bps"),
+        (_wavg("effective_spread_bps", "filled_notional"), "effective_spread_bps"),
         *(
-            f"{_wavg(f'markout_{n}_bps', 'filled_notional')} as markout_{n}_bps"
+            (_wavg(f"markout_{n}_bps", "filled_notional"), f"markout_{n}_bps")
             for n, _ in MARKOUT_HORIZONS_NS
         ),
-        "sum(fees_ccy) / nullif(sum(filled_notional), 0) * 1e4 as fees_bps",
-        "sum(filled_notional) as filled_notional",
-        "quantile_cont(time_to_fill_ns, 0.5) as time_to_fill_p50_ns",
-        "quantile_cont(time_to_fill_ns, 0.95) as time_to_fill_p95_ns",
+        ("sum(fees_ccy) / nullif(sum(filled_notional), 0) * 1e4", "fees_bps"),
+        ("sum(filled_notional)", "filled_notional"),
     ]
-    for name, _, _ in (*STAGES, ("sent_to_done", "", "")):
-        col = f"lat_{name}_ns"
-        parts.append(f"quantile_cont({col}, 0.5) as {name}_p50_ns")
-        parts.append(f"quantile_cont({col}, 0.95) as {name}_p95_ns")
-    return ",\n  ".join(parts)
+    inner = [f"{expr} as {alias}" for expr, alias in parts]
+    inner += [f"quantile_cont({col}, [0.5, 0.95]) as _q_{name}" for name, col in _QUANTILED]
+    outer = [alias for _, alias in parts]
+    for name, _ in _QUANTILED:
+        outer += [f"_q_{name}[1] as {name}_p50_ns", f"_q_{name}[2] as {name}_p95_ns"]
+    return ",\n  ".join(inner), ",\n  ".join(outer)
 
 
 def _query(orders: pl.DataFrame, sql: str) -> pl.DataFrame:
+    """Run `sql` on the orders; only the columns it names are handed to DuckDB."""
+    named = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", sql))
     con = duckdb.connect()
     try:
-        con.register("orders", orders.to_arrow())
+        columns = orders.select(c for c in orders.columns if c in named)
+        con.register("orders", columns.to_arrow(compat_level=pl.CompatLevel.newest()))
         return con.sql(sql).pl()
     finally:
         con.close()
@@ -1570,10 +2312,14 @@ def aggregate(orders: pl.DataFrame, by: Sequence[str] = ()) -> pl.DataFrame:
     cols = [BY_FIELDS[f] for f in fields]
     keys = ", ".join(f'"{c}" as "{f}"' for f, c in zip(fields, cols))
     group = ", ".join(f'"{c}"' for c in cols)
-    select = (keys + ",\n  " if keys else "") + _metrics_sql()
-    sql = f"select {select}\nfrom orders"
+    inner, outer = _metrics_sql()
+    sql = f"select {keys + ',' if keys else ''}\n  {inner}\nfrom orders"
     if cols:
-        sql += f"\ngroup by {group}\norder by {group}"
+        sql += f"\ngroup by {group}"
+    named = ", ".join(f'"{f}"' for f in fields)
+    sql = f"select {named + ',' if named else ''}\n  {outer}\nfrom ({sql})"
+    if cols:
+        sql += f"\norder by {named}"
     out = _query(orders, sql)
     if not cols and orders.height == 0:
         return out.clear()
