@@ -1573,20 +1573,12 @@ class Engine:
             f"{order.instrument} left) rejected by {order.venue}: {msg.reason}"
         )
         if state is not TradingState.HALTED:
-            alert = Alert(
-                ts_recv=now,
-                severity=Severity.WARNING,
-                code="CANCEL_REJECTED",
-                text=f"{head}; the order keeps working",
-                order_id=order.order_id,
-                instrument=order.instrument,
-                venue=order.venue,
-            )
-            return [alert]
+            text = f"{head}; the order keeps working"
+            return [self._order_alert(now, Severity.WARNING, "CANCEL_REJECTED", text, order)]
         attempts = self._cancel_attempts.get(order.order_id, 0)
         effects: list[Message] = []
         if attempts < policy.max_retries:
-            backoff = min(policy.retry_backoff_ns << attempts, policy.retry_backoff_max_ns)
+            backoff = self._backoff(attempts)
             self._cancel_attempts[order.order_id] = attempts + 1
             then = (
                 f"cancel sent again in {backoff // 1_000_000} ms "
@@ -1595,16 +1587,14 @@ class Engine:
             effects.append(self._timer(now, backoff, CANCEL_RETRY, order.order_id))
         else:
             then = f"{attempts} cancels resent already: cancel it at the venue by hand"
-        alert = Alert(
-            ts_recv=now,
-            severity=Severity.CRITICAL,
-            code="CANCEL_REJECTED",
-            text=f"{head}; still working while {_scope_text(scope)} is halted: {then}",
-            order_id=order.order_id,
-            instrument=order.instrument,
-            venue=order.venue,
-        )
+        text = f"{head}; still working while {_scope_text(scope)} is halted: {then}"
+        alert = self._order_alert(now, Severity.CRITICAL, "CANCEL_REJECTED", text, order)
         return [alert, *effects]
+
+    def _backoff(self, attempts: int) -> int:
+        """Return the wait before attempt `attempts + 1`: doubling, capped."""
+        policy = self._risk.lifecycle
+        return min(policy.retry_backoff_ns << attempts, policy.retry_backoff_max_ns)
 
     def _on_cancel_retry(self, msg: TimerFired) -> list[Message]:
         order = self._timer_order(msg)
@@ -1628,7 +1618,7 @@ class Engine:
         sid = order.signal_id
         attempts = self._attempts.get(sid, 0) if sid is not None else policy.max_retries
         if retryable and attempts < policy.max_retries and order.filled_qty == 0:
-            backoff = min(policy.retry_backoff_ns << attempts, policy.retry_backoff_max_ns)
+            backoff = self._backoff(attempts)
             assert sid is not None
             self._attempts[sid] = attempts + 1
             timer = self._timer(now, backoff, RETRY, order.order_id)
@@ -1675,11 +1665,7 @@ class Engine:
             self._duplicate_fills += 1
             return []
         if order.recovered_qty and msg.qty > 0:
-            absorbed = self._absorb_recovered(msg, order)
-            if absorbed[1] is None:
-                return [absorbed[0]]
-            effects = self._on_filled(absorbed[1])
-            return [absorbed[0], *effects]
+            return self._absorb_recovered(msg, order)
         filled = order.filled_qty + msg.qty
         event = OrderEvent.FULL_FILL if filled >= order.qty else OrderEvent.PARTIAL_FILL
         if msg.qty <= 0:
@@ -1728,24 +1714,16 @@ class Engine:
         for tid in dropped:
             del self._retries[tid]
         retry = "its pending retry dropped" if dropped else "no retry pending"
-        return [
-            Alert(
-                ts_recv=msg.ts_recv,
-                severity=Severity.CRITICAL,
-                code="FILL_AFTER_REJECT",
-                text=f"order {order.order_id} was rejected, yet {order.venue} reports fill "
-                f"{msg.trade_id} of {msg.qty} at {msg.price}: booked to positions, {retry}; "
-                f"the venue may still work the rest: reconcile",
-                order_id=order.order_id,
-                instrument=order.instrument,
-                venue=order.venue,
-            )
-        ]
+        text = (
+            f"order {order.order_id} was rejected, yet {order.venue} reports fill "
+            f"{msg.trade_id} of {msg.qty} at {msg.price}: booked to positions, {retry}; "
+            "the venue may still work the rest: reconcile"
+        )
+        return [self._order_alert(msg.ts_recv, Severity.CRITICAL, "FILL_AFTER_REJECT", text, order)]
 
-    def _absorb_recovered(self, msg: OrderFilled, order: Order) -> tuple[Alert, OrderFilled | None]:
+    def _absorb_recovered(self, msg: OrderFilled, order: Order) -> list[Message]:
         """A fill report for an order with fills recovered from a status report: the first
-        reports to arrive are those fills (booked already); book only what goes beyond.
-        Return the alert that says so and the rest of the fill to book (None if none)."""
+        reports to arrive are those fills (booked already); book only what goes beyond."""
         absorbed = min(order.recovered_qty, msg.qty)
         order.recovered_qty -= absorbed
         rest = msg.qty - absorbed
@@ -1759,10 +1737,10 @@ class Engine:
         )
         alert = self._info(msg.ts_recv, "RECOVERED_FILL_REPORTED", text, order)
         if not rest:
-            return alert, None
+            return [alert]
         # The rest is a new fill, under a trade id of its own (the report's is recorded).
         part = msgspec.structs.replace(msg, qty=rest, trade_id=f"{msg.trade_id}:rest", fee=rest_fee)
-        return alert, part
+        return [alert, *self._on_filled(part)]
 
     def _book_fill(
         self, order: Order, trade_id: str, price: int, qty: int, fee: int, now: int
@@ -2570,9 +2548,15 @@ class Engine:
         )
 
     def _info(self, now: int, code: str, text: str, order: Order) -> Alert:
+        return self._order_alert(now, Severity.INFO, code, text, order)
+
+    def _order_alert(
+        self, now: int, severity: Severity, code: str, text: str, order: Order
+    ) -> Alert:
+        """Return an alert about one order (its id, instrument and venue named)."""
         return Alert(
             ts_recv=now,
-            severity=Severity.INFO,
+            severity=severity,
             code=code,
             text=text,
             order_id=order.order_id,

@@ -191,6 +191,29 @@ def disconnect_and_reconnect(engine: Engine, ts: int = NOW + 1) -> None:
     engine.handle(VenueConnected(ts_recv=ts + 10, venue="V1"))
 
 
+def four_filled(order: Order, ts: int) -> OrderStatusReport:
+    """The venue's status report of a buy 10 filled 4 at an average of 100."""
+    return OrderStatusReport(
+        ts_recv=ts,
+        venue="V1",
+        order_id=order.order_id,
+        instrument="XYZ",
+        status=S.PARTIALLY_FILLED,
+        side=Side.BUY,
+        qty=10,
+        filled_qty=4,
+        avg_price=100,
+    )
+
+
+def recover_four(engine: Engine, order: Order) -> None:
+    """Disconnect, reconnect, and recover a fill of 4 from the venue's status report."""
+    engine.handle(VenueDisconnected(ts_recv=NOW + 2, venue="V1", reason="link down"))
+    engine.handle(VenueConnected(ts_recv=NOW + 3, venue="V1"))
+    engine.handle(four_filled(order, NOW + 4))
+    engine.handle(ReportsDone(ts_recv=NOW + 5, venue="V1"))
+
+
 # --- 1. partial fills, cancels, late and duplicate fills, overfills ----------------------------
 
 
@@ -314,21 +337,7 @@ def test_fill_recovered_by_reconciliation_then_delayed_report_is_not_double_coun
     engine = make_engine()
     order = limit_order(engine)
     engine.handle(ack(order))
-    engine.handle(VenueDisconnected(ts_recv=NOW + 2, venue="V1", reason="link down"))
-    engine.handle(VenueConnected(ts_recv=NOW + 3, venue="V1"))
-    report = OrderStatusReport(
-        ts_recv=NOW + 4,
-        venue="V1",
-        order_id=order.order_id,
-        instrument="XYZ",
-        status=S.PARTIALLY_FILLED,
-        side=Side.BUY,
-        qty=10,
-        filled_qty=4,
-        avg_price=100,
-    )
-    engine.handle(report)
-    engine.handle(ReportsDone(ts_recv=NOW + 5, venue="V1"))
+    recover_four(engine, order)
     assert (order.filled_qty, position(engine)) == (4, 4)
     # The execution report held during the outage arrives after the status report.
     engine.handle(fill(order, 4, price=100, trade="a", ts=NOW + 6))
@@ -342,17 +351,7 @@ def test_fill_held_during_outage_then_matching_status_report_books_once() -> Non
     engine.handle(ack(order))
     disconnect_and_reconnect(engine)
     assert engine.handle(fill(order, 4, price=100, trade="a", ts=NOW + 12)) == []
-    report = OrderStatusReport(
-        ts_recv=NOW + 13,
-        venue="V1",
-        order_id=order.order_id,
-        instrument="XYZ",
-        status=S.PARTIALLY_FILLED,
-        side=Side.BUY,
-        qty=10,
-        filled_qty=4,
-        avg_price=100,
-    )
+    report = four_filled(order, NOW + 13)
     assert engine.handle(report) == []
     assert (order.filled_qty, position(engine)) == (4, 4)
     assert working(engine) == (6, 0)
@@ -900,21 +899,7 @@ def test_recovered_fill_then_bigger_report_books_only_the_rest_with_its_fee_shar
     engine = make_engine()
     order = limit_order(engine)
     engine.handle(ack(order))
-    engine.handle(VenueDisconnected(ts_recv=NOW + 2, venue="V1", reason="link down"))
-    engine.handle(VenueConnected(ts_recv=NOW + 3, venue="V1"))
-    report = OrderStatusReport(
-        ts_recv=NOW + 4,
-        venue="V1",
-        order_id=order.order_id,
-        instrument="XYZ",
-        status=S.PARTIALLY_FILLED,
-        side=Side.BUY,
-        qty=10,
-        filled_qty=4,
-        avg_price=100,
-    )
-    engine.handle(report)
-    engine.handle(ReportsDone(ts_recv=NOW + 5, venue="V1"))
+    recover_four(engine, order)
     # One report of 6: the 4 recovered plus 2 traded since.
     effects = engine.handle(fill(order, 6, price=100, trade="a", ts=NOW + 6, fee=12))
     (alert,) = alerts(effects, "RECOVERED_FILL_REPORTED")
