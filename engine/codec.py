@@ -31,7 +31,7 @@ import enum
 import types
 import typing
 from collections.abc import Callable, Iterable, Sequence
-from itertools import repeat
+from itertools import pairwise, repeat
 from typing import Any, Literal, NamedTuple
 
 import msgspec
@@ -39,12 +39,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.messages import KIND_BY_NAME, KINDS, Message
+from engine.messages import KIND_BY_NAME, KINDS, BookDelta, Message, QuoteTick, TradeTick
 
 __all__ = [
     "COLUMNS",
     "DICTIONARIES",
     "KIND_DICTIONARY",
+    "MARKET_DICTIONARIES",
+    "MARKET_KINDS",
+    "MARKET_SCHEMA",
     "SCHEMA",
     "BatchBuilder",
     "CodecError",
@@ -53,13 +56,16 @@ __all__ = [
     "Entry",
     "Rows",
     "assemble",
+    "assemble_split",
     "check_message",
     "columns_batch",
     "columns_rows",
     "decode",
     "decode_messages",
     "encode",
+    "merge",
     "message_error",
+    "widen",
 ]
 
 Codec = Literal["int", "str", "bool", "enum", "json"]
@@ -180,6 +186,20 @@ DICTIONARIES: tuple[tuple[int, str, pa.Array], ...] = (
         for j, c in enumerate(COLUMNS)
         if c.dictionary is not None
     ),
+)
+
+
+# The market-data table: market-data inputs (no cause) are journaled apart from every other
+# entry, in a narrow projection of SCHEMA onto `seq`, `kind` and their kinds' columns.
+MARKET_KINDS: tuple[type[Message], ...] = (QuoteTick, TradeTick, BookDelta)
+_MARKET_AT: tuple[int, ...] = (
+    0,
+    2,
+    *sorted({_FIRST_FIELD + f.column for cls in MARKET_KINDS for f in _FIELDS[KINDS.index(cls)]}),
+)
+MARKET_SCHEMA: pa.Schema = pa.schema([SCHEMA.field(i) for i in _MARKET_AT])
+MARKET_DICTIONARIES: tuple[tuple[int, str, pa.Array], ...] = tuple(
+    (_MARKET_AT.index(i), name, fixed) for i, name, fixed in DICTIONARIES if i in _MARKET_AT
 )
 
 
@@ -352,11 +372,31 @@ class Rows:
     `columns_rows`), so every row is a valid entry but for its seq.
     """
 
-    __slots__ = ("columns", "length")
+    __slots__ = ("_market", "_mix", "columns", "length")
 
     def __init__(self, length: int, columns: dict[int, pa.Array]) -> None:
         self.length = length
         self.columns = columns
+        self._market: np.ndarray[Any, np.dtype[np.bool_]] | None = None
+        self._mix = -2  # 1 every row is market data, 0 none is, -1 some are; -2 not known
+
+    def mix(self) -> int:
+        """1 if every row belongs in the market-data table, 0 if none does, -1 if some."""
+        if self._mix == -2:
+            market = self.market()
+            self._mix = 1 if market.all() else 0 if not market.any() else -1
+        return self._mix
+
+    def market(self) -> np.ndarray[Any, np.dtype[np.bool_]]:
+        """Which rows belong in the market-data table: a market-data kind without a cause."""
+        if self._market is None:
+            kinds = self.columns[_KIND].to_numpy(zero_copy_only=False)
+            market = _IS_MARKET[kinds]
+            cause = self.columns.get(_CAUSE)
+            if cause is not None and cause.null_count < self.length:
+                market &= ~cause.is_valid().to_numpy(zero_copy_only=False)
+            self._market = market
+        return self._market
 
 
 class _Nulls:
@@ -389,7 +429,12 @@ class _Nulls:
 _NULLS = _Nulls()
 
 
-def assemble(first_seq: int, parts: Sequence[tuple[Rows, int, int]]) -> pa.RecordBatch:
+Part = tuple[Rows, int, int]
+_IS_MARKET = np.zeros(len(KINDS), dtype=bool)
+_IS_MARKET[[KINDS.index(cls) for cls in MARKET_KINDS]] = True
+
+
+def assemble(first_seq: int, parts: Sequence[Part]) -> pa.RecordBatch:
     """Build the record batch of `parts` (rows [start, stop) of each, in order) with seqs
     first_seq, first_seq + 1, ...: column by column, absent columns shared nulls."""
     if not parts:
@@ -399,6 +444,64 @@ def assemble(first_seq: int, parts: Sequence[tuple[Rows, int, int]]) -> pa.Recor
         if not 0 <= start < stop <= rows.length:
             raise ValueError(f"assemble: part [{start}, {stop}) of {rows.length} rows")
         total += stop - start
+    seq = pa.array(np.arange(first_seq, first_seq + total, dtype=np.uint64))
+    return _batch(parts, total, seq, None)
+
+
+def assemble_split(
+    first_seq: int, parts: Sequence[Part]
+) -> tuple[pa.RecordBatch | None, pa.RecordBatch | None]:
+    """Split the entries of `parts` (seqs first_seq, first_seq + 1, ... in order) into a
+    market-data batch (MARKET_SCHEMA) and a batch of the others (SCHEMA), each in seq
+    order, None where there are no such rows. Adjacent slices of one `Rows` are joined,
+    so market data appended in slices of a bulk `Rows` costs no gather."""
+    split: tuple[list[tuple[Rows, int, int, int]], ...] = ([], [])
+    seq = first_seq
+    for rows, start, stop in parts:
+        if not 0 <= start < stop <= rows.length:
+            raise ValueError(f"assemble_split: part [{start}, {stop}) of {rows.length} rows")
+        mix = rows.mix()
+        if mix >= 0:
+            split[1 - mix].append((rows, start, stop, seq))
+            seq += stop - start
+            continue
+        market = rows.market()[start:stop]
+        if market.all() or not market.any():
+            split[0 if market[0] else 1].append((rows, start, stop, seq))
+        else:
+            bounds = [0, *(np.flatnonzero(market[1:] != market[:-1]) + 1).tolist(), stop - start]
+            for a, b in pairwise(bounds):
+                split[0 if market[a] else 1].append((rows, start + a, start + b, seq + a))
+        seq += stop - start
+    return _split_batch(split[0], True), _split_batch(split[1], False)
+
+
+def _split_batch(found: list[tuple[Rows, int, int, int]], market: bool) -> pa.RecordBatch | None:
+    if not found:
+        return None
+    lengths = np.array([stop - start for _, start, stop, _ in found], dtype=np.int64)
+    firsts = np.array([seq for _, _, _, seq in found], dtype=np.uint64)
+    total = int(lengths.sum())
+    seq: Any
+    if len(found) == 1:
+        seq = np.arange(int(firsts[0]), int(firsts[0]) + total, dtype=np.uint64)
+    else:
+        starts = (np.cumsum(lengths) - lengths).astype(np.uint64)
+        seq = np.repeat(firsts - starts, lengths) + np.arange(total, dtype=np.uint64)
+    parts: list[Part] = []
+    for rows, start, stop, _ in found:
+        if parts and parts[-1][0] is rows and parts[-1][2] == start:
+            parts[-1] = (rows, parts[-1][1], stop)
+        else:
+            parts.append((rows, start, stop))
+    return _batch(parts, total, pa.array(seq), _MARKET_AT if market else None)
+
+
+def _batch(
+    parts: Sequence[Part], total: int, seq: pa.Array, at: tuple[int, ...] | None
+) -> pa.RecordBatch:
+    """The batch of `parts` with the given seq column: SCHEMA's columns, or MARKET_SCHEMA's
+    (the schema indices `at`)."""
     if len(parts) == 1:
         rows, start, stop = parts[0]
         whole = start == 0 and stop == rows.length
@@ -411,16 +514,49 @@ def assemble(first_seq: int, parts: Sequence[tuple[Rows, int, int]]) -> pa.Recor
     if _KIND not in columns:
         raise ValueError("assemble: rows without a kind column")
     arrays = list(_NULLS.get(total))
-    arrays[0] = pa.array(np.arange(first_seq, first_seq + total, dtype=np.uint64))
+    arrays[0] = seq
     for j, array in columns.items():
         dictionary = _DICT_AT[j]
         arrays[j] = (
             array if dictionary is None else pa.DictionaryArray.from_arrays(array, dictionary)
         )
+    if at is None:
+        return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
+    return pa.RecordBatch.from_arrays([arrays[i] for i in at], schema=MARKET_SCHEMA)
+
+
+_EMPTY: pa.RecordBatch = pa.RecordBatch.from_arrays(
+    [
+        pa.array([], f.type)
+        if d is None
+        else pa.DictionaryArray.from_arrays(pa.array([], pa.int8()), d)
+        for f, d in zip(SCHEMA, _DICT_AT)
+    ],
+    schema=SCHEMA,
+)
+
+
+def widen(market: pa.RecordBatch) -> pa.RecordBatch:
+    """A MARKET_SCHEMA batch as a SCHEMA batch (every other column null)."""
+    arrays = list(_NULLS.get(market.num_rows))
+    for k, i in enumerate(_MARKET_AT):
+        arrays[i] = market.column(k)
     return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
 
 
-def _interleave(parts: Sequence[tuple[Rows, int, int]], total: int) -> dict[int, pa.Array]:
+def merge(entries: pa.RecordBatch | None, market: pa.RecordBatch | None) -> pa.RecordBatch:
+    """One SCHEMA batch in seq order from a group's batch of entries and its market-data
+    batch (either None or empty when the group had none)."""
+    if market is None or not market.num_rows:
+        return _EMPTY if entries is None else entries
+    wide = widen(market)
+    if entries is None or not entries.num_rows:
+        return wide
+    both = pa.concat_batches([wide, entries])
+    return both.take(pc.sort_indices(both.column(0)))
+
+
+def _interleave(parts: Sequence[Part], total: int) -> dict[int, pa.Array]:
     """Gather each column present in some part: one `take` per column from the used
     ranges of the distinct sources (Arrow writes zeros under the nulls it takes)."""
     slot: dict[int, int] = {}

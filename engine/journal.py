@@ -2,36 +2,48 @@
 
 Layout of a run directory `<root>/<run_id>/`:
 - `manifest.json`: a `Manifest`, always replaced atomically (tmp, fsync, rename).
-- `NNNNNN.arrows`: the open segment: the IPC file magic, then an Arrow IPC stream that
-  only ever grows. At most one exists, and it is the last segment.
-- `NNNNNN.arrow`: a sealed segment in the IPC file format (Polars, pyarrow.dataset and
-  DuckDB read these lazily). The file format is the stream's whole messages between the
-  file magic and a footer indexing them, so the writer seals its segment by appending
-  the footer, fsyncing and renaming it: byte for byte what pyarrow's file writer makes
-  of the same batches, without copying, decoding or recompressing them. A segment left
-  by a crash (a torn tail, an interrupted seal) is sealed by copying its whole messages
-  into `NNNNNN.arrow.tmp`, fsync, rename, then deleting the `.arrows`; if both exist,
-  the `.arrow` wins. A segment that reaches `segment_bytes` is sealed by
-  a background thread while appends go on in the next one (one seal at a time);
-  `close` seals the last one and waits.
+- A segment is two files: `NNNNNN.arrow(s)`, every entry but market data, in
+  `codec.SCHEMA`; and `market/NNNNNN.arrow(s)`, the market-data inputs (`codec.MARKET_KINDS`
+  without a cause) in the narrow `codec.MARKET_SCHEMA` (made with the segment's first
+  market data). Market data is most of a run and uses ten columns of the sixty-odd: apart,
+  it costs its own columns only.
+- `.arrows`: an open file: the IPC file magic, then an Arrow IPC stream that only ever
+  grows. Only the last segment is open.
+- `.arrow`: a sealed file in the IPC file format (Polars, pyarrow.dataset and DuckDB read
+  these lazily). The file format is the stream's whole messages between the file magic and
+  a footer indexing them, so the writer seals a file by appending the footer, fsyncing and
+  renaming it: byte for byte what pyarrow's file writer makes of the same batches, without
+  copying, decoding or recompressing them. A file left by a crash (a torn tail, an
+  interrupted seal) is sealed by copying its whole messages into `.arrow.tmp`, fsync,
+  rename, then deleting the `.arrows`; if both exist, the `.arrow` wins. A segment that
+  reaches `segment_bytes` is sealed by a background thread (market data first) while
+  appends go on in the next one (one seal at a time); `close` seals the last one and waits.
 - `NNNNNN.torn`: bytes cut from a crashed writer's torn tail, kept for forensics.
 - `writer.lock`: held (flock) by the one writer of an open run; gone after `close`.
 
 Invariants:
 - Inputs and effects share one `seq` order: 0, 1, 2, ... with no gap, across batches,
-  segments and restarts. The writer assigns seq; `cause` is an earlier seq or None.
-- Entries are written in record batches (group commit) of `batch_size` entries (a flush
-  or close writes a shorter one). Each batch's custom metadata holds `tape.first_seq`,
-  `tape.last_seq`, `tape.prev` and `tape.hash` (hex), where hash = sha256(prev, the row
-  count, which columns are all null, the IPC serialisation of the others) and the first
-  prev is sha256(run_id).
+  both tables, segments and restarts. The writer assigns seq; `cause` is an earlier seq
+  or None. Each file is in seq order; `JournalReader` merges them.
+- Entries are written in groups (group commit) of `batch_size` entries (a flush or close
+  writes a shorter one). A group is a batch in either file of the segment or one in each
+  (market data first), each carrying the group's `tape.first_seq`, `tape.last_seq` and
+  `tape.prev`: a group is whole when its batches hold last - first + 1 rows.
+- The hash chain is over the bytes as written: after a group, the chain is sha256(prev,
+  the group's bytes in the market-data file, its bytes in the entries file), where a
+  group's bytes in a file run from the end of the file's previous batch message (or the
+  end of the magic: the schema and dictionaries come with the first group) to the end of
+  its own. The first prev is sha256(run_id); the manifest holds the head at close. So
+  verifying reads bytes and hashes them (no decoding, whatever the compression), and an
+  edited group shows as the next group's (or the manifest's) mismatch.
 - Memory stays bounded by the batch: pending entries are builder rows and (rows, start,
   stop) slices of bulk `codec.Rows`; a batch is assembled column by column when written.
-- A crash can only tear the end of the open segment. Readers stop at the last whole batch
-  and report a `TornTail`; a restarted writer moves the cut bytes to `NNNNNN.torn`, seals
-  the whole batches and continues seq and hash chain in segment NNNNNN+1.
-- Record batch buffers may be compressed (`compression="lz4"` or `"zstd"`, default none);
-  the hash is over the uncompressed `serialize()`, so the chain does not depend on it.
+- A crash can only tear the end of the open segment's files, or leave one batch of a
+  group without the other. Readers stop at the last whole group and report a `TornTail`
+  per file cut; a restarted writer moves the cut bytes to `.torn` files, seals the whole
+  groups and continues seq and hash chain in segment NNNNNN+1.
+- Record batch buffers may be compressed (`compression="lz4"`, the default, or "zstd", or
+  None); the chain covers the compressed bytes.
 - fsync policy: "always" after every batch written; "batch" after each full batch, on
   rotation and on close; "none" only when sealing and closing. `flush(durable=True)`
   always fsyncs. The manifest is fsynced on every write.
@@ -51,6 +63,7 @@ Invariants:
 from __future__ import annotations
 
 import bisect
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -64,20 +77,24 @@ from types import TracebackType
 from typing import Any, Literal, cast
 
 import msgspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.codec import (
     DICTIONARIES,
+    MARKET_DICTIONARIES,
+    MARKET_SCHEMA,
     SCHEMA,
     BatchBuilder,
     CodecError,
     Encoder,
     Entry,
     Rows,
-    assemble,
+    assemble_split,
     columns_rows,
     decode,
+    merge,
     message_error,
 )
 from engine.messages import KIND_BY_NAME, KINDS, Message
@@ -88,6 +105,7 @@ __all__ = [
     "DEFAULT_SEGMENT_BYTES",
     "FORMAT_VERSION",
     "LOCK",
+    "MARKET_DIR",
     "Compression",
     "FsyncPolicy",
     "JournalError",
@@ -101,7 +119,7 @@ __all__ = [
     "verify",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 DEFAULT_BATCH_SIZE = 4096
 BUILDER_ROWS = 4096  # most entries the message-by-message builder holds before building
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
@@ -115,13 +133,13 @@ LOCK = "writer.lock"
 OPEN_SUFFIX = ".arrows"
 SEALED_SUFFIX = ".arrow"
 TORN_SUFFIX = ".torn"
+MARKET_DIR = "market"  # the market-data files of the segments: <run>/market/NNNNNN.arrow(s)
 _EOS_MARKERS = (b"\xff\xff\xff\xff\x00\x00\x00\x00", b"\x00\x00\x00\x00")
 _EOS_BYTES = 8
 _FILE_MAGIC = b"ARROW1\x00\x00"  # an IPC file starts with it (padded) and ends with its 6 bytes
 _FIRST_SEQ = b"tape.first_seq"
 _LAST_SEQ = b"tape.last_seq"
 _PREV = b"tape.prev"
-_HASH = b"tape.hash"
 _IO_BUFFER = 1 << 20
 _READ_OPTIONS = pa.ipc.IpcReadOptions(use_threads=False)  # measured faster on few cores
 
@@ -147,9 +165,10 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class TornTail(msgspec.Struct, frozen=True):
-    """The end of an open segment that is not a whole message (a crash mid-write)."""
+    """The end of an open segment file that is not part of a whole group (a crash
+    mid-write): a partial message, or a market-data batch whose entries never came."""
 
-    segment: str  # file name, e.g. "000003.arrows"
+    segment: str  # file name, e.g. "000003.arrows" or "market/000003.arrows"
     good_bytes: int  # length of the readable prefix
     cut_bytes: int  # bytes after it
     last_good_seq: int | None  # last seq of the whole batches before the cut, in the run
@@ -157,7 +176,7 @@ class TornTail(msgspec.Struct, frozen=True):
     def __str__(self) -> str:
         return (
             f"{self.segment}: {self.cut_bytes} bytes after byte {self.good_bytes} are not a "
-            f"whole batch; entries end at seq {self.last_good_seq}"
+            f"whole group; entries end at seq {self.last_good_seq}"
         )
 
 
@@ -182,20 +201,12 @@ def genesis_hash(run_id: str) -> bytes:
     return hashlib.sha256(run_id.encode()).digest()
 
 
-def _batch_hash(prev: bytes, batch: pa.RecordBatch) -> bytes:
-    """Chain one batch: sha256(prev, row count, which columns are all null, the IPC
-    serialisation of the other columns). All-null columns (most of a wide batch) are
-    named, not hashed: the same tamper evidence without hashing megabytes of zeros."""
+def _group_hash(prev: bytes, market: Any, entries: Any) -> bytes:
+    """Chain one group: sha256(prev, its bytes in the market-data file, its bytes in the
+    entries file), bytes as written (see the module docstring)."""
     digest = hashlib.sha256(prev)
-    rows = batch.num_rows
-    digest.update(rows.to_bytes(8, "little"))
-    present = [i for i, column in enumerate(batch.columns) if column.null_count != rows]
-    mask = bytearray(batch.num_columns)
-    for i in present:
-        mask[i] = 1
-    digest.update(mask)
-    if present:
-        digest.update(batch.select(present).serialize())
+    digest.update(market)
+    digest.update(entries)
     return digest.digest()
 
 
@@ -294,6 +305,8 @@ _IDENTITY = (
 def _segments(run_dir: Path) -> list[Path]:
     """Segment files in order; a sealed `.arrow` hides an `.arrows` of the same number."""
     found: dict[int, Path] = {}
+    if not run_dir.is_dir():
+        return []
     for path in sorted(run_dir.iterdir()):
         stem, suffix = path.stem, path.suffix
         if suffix not in (OPEN_SUFFIX, SEALED_SUFFIX) or len(stem) != 6 or not stem.isdigit():
@@ -304,6 +317,16 @@ def _segments(run_dir: Path) -> list[Path]:
     return [found[i] for i in sorted(found)]
 
 
+def _market_file(path: Path) -> Path | None:
+    """The market-data file of the segment whose entries file is `path`, if it has one."""
+    market = path.parent / MARKET_DIR / path.name
+    for suffix in (SEALED_SUFFIX, OPEN_SUFFIX):
+        candidate = market.with_suffix(suffix)
+        if candidate.exists():
+            return candidate
+    return None
+
+
 Meta = dict[bytes, bytes]
 
 
@@ -311,18 +334,42 @@ def _meta_dict(meta: Any) -> Meta:
     return {} if meta is None else dict(meta.to_dict())
 
 
+def _scan(data: Any) -> tuple[list[tuple[str, int, int, int]], int]:
+    """The whole IPC messages at the start of `data` (type, offset, metadata bytes, body
+    bytes each, zero-copy: no body is read) and where the last one ends."""
+    source = pa.BufferReader(data)
+    found: list[tuple[str, int, int, int]] = []
+    good = 0
+    try:
+        messages = pa.ipc.MessageReader.open_stream(source)
+        while True:
+            message = messages.read_next_message()
+            body = message.body.size if message.body else 0
+            found.append((message.type, good, source.tell() - good - body, body))
+            good = source.tell()
+    except StopIteration:
+        pass  # end of stream: EOS marker or a clean end after a whole message
+    except (pa.ArrowInvalid, OSError):
+        pass  # a partial message: torn, unless it is an EOS (see `_Segment`)
+    return found, good
+
+
 class _Segment:
-    """One segment opened for reading (memory-mapped): its schema and whole batches.
+    """One file of a segment opened for reading (memory-mapped): its schema and whole
+    batches, the bytes each batch's group wrote to it, and (open files) a torn tail.
 
     Segment files are only ever created, appended to, renamed and deleted, never rewritten
     in place, so a mapping stays valid while a writer works on the run.
     """
 
     __slots__ = (
+        "_data",
         "_file",
+        "_spans",
         "_stream",
         "base",
         "clean_end",
+        "expected",
         "messages",
         "name",
         "path",
@@ -330,16 +377,19 @@ class _Segment:
         "torn_at",
     )
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, expected: pa.Schema) -> None:
         self.path = path
-        self.name = path.name
+        self.expected = expected  # SCHEMA (entries) or MARKET_SCHEMA (market data)
+        self.name = path.name if expected is SCHEMA else f"{MARKET_DIR}/{path.name}"
         self.torn_at: tuple[int, int] | None = None  # (good_bytes, cut_bytes) of a stream
-        self.base = 0  # where an open segment's stream starts: 8 after the file magic
+        self.base = 0  # where the messages start: 8, after the file magic
         self.clean_end = False  # an open segment ends with its last whole message (or EOS)
-        # Whole messages of a stream: (type, offset, metadata bytes, body bytes) each.
+        # Whole messages: (type, offset from base, metadata bytes, body bytes) each.
         self.messages: list[tuple[str, int, int, int]] = []
         self._file: Any = None  # RecordBatchFileReader of a sealed segment
         self._stream: Any = None  # the whole messages of an open segment (a Buffer)
+        self._data: Any = None  # the whole file, mapped
+        self._spans: list[tuple[int, int]] | None = None
         try:
             if path.suffix == SEALED_SUFFIX:
                 self._file = pa.ipc.open_file(pa.memory_map(str(path)), options=_READ_OPTIONS)
@@ -354,36 +404,18 @@ class _Segment:
         EOS (a closed stream, maybe followed by part of the footer of an interrupted seal)."""
         size = self.path.stat().st_size
         data = pa.memory_map(str(self.path)).read_buffer() if size else pa.py_buffer(b"")
+        self._data = data
         if data.size >= len(_FILE_MAGIC) and data.slice(0, len(_FILE_MAGIC)) == _FILE_MAGIC:
             self.base = len(_FILE_MAGIC)
             data = data.slice(self.base)
-        source = pa.BufferReader(data)
-        good = 0
-        try:
-            messages = pa.ipc.MessageReader.open_stream(source)
-            while True:
-                message = messages.read_next_message()  # zero-copy: the body is not read
-                body = message.body
-                self.messages.append(
-                    (
-                        message.type,
-                        good,
-                        source.tell() - good - (body.size if body else 0),
-                        body.size if body else 0,
-                    )
-                )
-                good = source.tell()
-        except StopIteration:
-            pass  # end of stream: EOS marker or a clean end after a whole message
-        except (pa.ArrowInvalid, OSError):
-            pass  # a partial message: torn, unless it is an EOS (see below)
+        self.messages, good = _scan(data)
         rest = data.slice(good, min(_EOS_BYTES, data.size - good)).to_pybytes()
         ended = rest == _EOS_MARKERS[0] or (rest == _EOS_MARKERS[1] and data.size - good == 4)
         if rest and not ended:
             self.torn_at = (self.base + good, size - self.base - good)
         self.clean_end = not rest or (ended and data.size - good == len(rest))
         self._stream = data.slice(0, good)
-        self.schema = _open_stream(self._stream).schema if good else SCHEMA
+        self.schema = _open_stream(self._stream).schema if good else self.expected
 
     @property
     def messages_bytes(self) -> int:
@@ -393,6 +425,12 @@ class _Segment:
     @property
     def sealed(self) -> bool:
         return self._file is not None
+
+    @property
+    def batch_count(self) -> int:
+        if self._file is not None:
+            return int(self._file.num_record_batches)
+        return sum(1 for m in self.messages if m[0] == "record batch")
 
     def batches(self) -> Iterator[tuple[pa.RecordBatch, Meta]]:
         """Yield (batch, custom metadata) for every whole batch, in order."""
@@ -404,12 +442,49 @@ class _Segment:
         if not self._stream.size:
             return
         reader = _open_stream(self._stream)
-        while True:
-            try:
-                batch, meta = reader.read_next_batch_with_custom_metadata()
-            except StopIteration:
-                return
+        for _ in range(self.batch_count):
+            batch, meta = reader.read_next_batch_with_custom_metadata()
             yield batch, _meta_dict(meta)
+
+    def group_bytes(self, index: int) -> Any:
+        """The bytes batch `index`'s group wrote to this file: from the end of the batch
+        before it (or the start of the messages: the schema and dictionaries) to its end."""
+        if self._spans is None:
+            if self._data is None:
+                self._data = pa.memory_map(str(self.path)).read_buffer()
+                self.base = len(_FILE_MAGIC)
+                self.messages = _scan(self._data.slice(self.base))[0]
+            spans, start = [], self.base
+            for kind, offset, meta, body in self.messages:
+                if kind == "record batch":
+                    end = self.base + offset + meta + body
+                    spans.append((start, end))
+                    start = end
+            self._spans = spans
+        start, end = self._spans[index]
+        return self._data.slice(start, end - start)
+
+    def cut(self, batches: int) -> None:
+        """Keep only the first `batches` batches of an open segment: the rest belong to a
+        group the writer did not finish in both files, and are torn."""
+        at = [n for n, m in enumerate(self.messages) if m[0] == "record batch"]
+        if len(at) <= batches:
+            return
+        if self._file is not None:
+            raise JournalError(
+                f"{self.path}: sealed, yet it holds batches of a group that is not whole"
+            )
+        keep = at[batches - 1] + 1 if batches else 0
+        end = 0
+        if keep:
+            _, offset, meta, body = self.messages[keep - 1]
+            end = offset + meta + body
+        self.messages = self.messages[:keep]
+        size = self._data.size
+        self.torn_at = (self.base + end, size - self.base - end)
+        self.clean_end = False
+        self._stream = self._stream.slice(0, end)
+        self._spans = None
 
     def newest_first(self) -> Iterator[pa.RecordBatch]:
         """Yield the batches from the last to the first."""
@@ -434,6 +509,121 @@ class _Segment:
         return last
 
 
+class _Group(msgspec.Struct, frozen=True):
+    """One group commit: its batch of entries and its market-data batch (one may be None),
+    with the index of each in its file (-1 for None)."""
+
+    meta: Meta  # first_seq, last_seq, prev (both batches carry the same)
+    entries: pa.RecordBatch | None
+    market: pa.RecordBatch | None
+    index: int
+    market_index: int
+
+
+def _span(meta: Meta, where: str) -> tuple[int, int]:
+    try:
+        return int(meta[_FIRST_SEQ]), int(meta[_LAST_SEQ])
+    except (KeyError, ValueError):
+        raise JournalError(f"{where}: a batch has no valid tape.first_seq/last_seq") from None
+
+
+class _Pair:
+    """One segment: its entries file and (if market data was journaled in it) its
+    market-data file, read up to the last group whole in both.
+
+    A group is one batch in either file or one in each, every batch carrying the group's
+    first and last seq: it is whole when its batches hold last - first + 1 rows. A crash
+    can leave an open file with a torn message, or one batch of a group whose other batch
+    never came: both are cut (`torn`); a sealed file never needs a cut.
+    """
+
+    __slots__ = ("entries", "market", "torn")
+
+    def __init__(self, path: Path, last_seq: int | None) -> None:
+        self.entries = _open_segment(path, SCHEMA)
+        market = _market_file(path)
+        self.market = None if market is None else _open_segment(market, MARKET_SCHEMA)
+        self.torn: list[TornTail] = []
+        if not self.sealed:
+            self._settle(last_seq)
+
+    @property
+    def sealed(self) -> bool:
+        return self.entries.sealed and (self.market is None or self.market.sealed)
+
+    @property
+    def files(self) -> list[_Segment]:
+        return [self.entries] if self.market is None else [self.market, self.entries]
+
+    def _settle(self, last_seq: int | None) -> None:
+        kept = used = 0
+        for group in self.groups():
+            first, last = _span(group.meta, str(self.entries.path))
+            rows = sum(b.num_rows for b in (group.entries, group.market) if b is not None)
+            if rows != last - first + 1:
+                break
+            kept += group.entries is not None
+            used += group.market is not None
+            last_seq = last
+        self.entries.cut(kept)
+        if self.market is not None:
+            self.market.cut(used)
+        for segment in self.files:
+            if segment.torn_at is not None:
+                self.torn.append(TornTail(segment.name, *segment.torn_at, last_seq))
+
+    def groups(self) -> Iterator[_Group]:
+        """Yield the groups in order: the batches of both files merged by first seq."""
+        where = str(self.entries.path)
+        entries = enumerate(self.entries.batches())
+        market = enumerate(iter(()) if self.market is None else self.market.batches())
+        e, m = next(entries, None), next(market, None)
+        while e is not None or m is not None:
+            e_first = None if e is None else _span(e[1][1], where)[0]
+            m_first = None if m is None else _span(m[1][1], where)[0]
+            if m_first is None or (e_first is not None and e_first < m_first):
+                assert e is not None
+                yield _Group(e[1][1], e[1][0], None, e[0], -1)
+                e = next(entries, None)
+            elif e_first is None or m_first < e_first:
+                assert m is not None
+                yield _Group(m[1][1], None, m[1][0], -1, m[0])
+                m = next(market, None)
+            else:
+                assert e is not None and m is not None
+                yield _Group(e[1][1], e[1][0], m[1][0], e[0], m[0])
+                e, m = next(entries, None), next(market, None)
+
+    def merged(self) -> Iterator[pa.RecordBatch]:
+        """Yield each group as one SCHEMA batch in seq order."""
+        for group in self.groups():
+            yield merge(group.entries, group.market)
+
+    def head(self) -> tuple[int, bytes] | None:
+        """(last seq, chain hash) after the last group, None if there is none: only the
+        last batch of each file is read (a sealed file's by its index)."""
+        lasts = []
+        for segment in self.files:
+            meta = segment.last_meta()
+            if meta is not None:
+                lasts.append((_span(meta, str(segment.path))[0], segment, meta))
+        if not lasts:
+            return None
+        first = max(f for f, _, _ in lasts)
+        meta = next(m for f, _, m in lasts if f == first)
+        try:
+            prev = bytes.fromhex(meta[_PREV].decode())
+            seq = int(meta[_LAST_SEQ])
+        except (KeyError, ValueError):
+            raise JournalError(
+                f"{self.entries.path}: the last batch has no valid tape.* metadata; "
+                "cannot continue its seq and hash chain"
+            ) from None
+        parts = {id(s): s.group_bytes(s.batch_count - 1) for f, s, _ in lasts if f == first}
+        market = b"" if self.market is None else parts.get(id(self.market), b"")
+        return seq, _group_hash(prev, market, parts.get(id(self.entries), b""))
+
+
 def _open_stream(data: Any) -> Any:
     return pa.ipc.open_stream(data, options=_READ_OPTIONS)
 
@@ -442,14 +632,15 @@ def _write_options(compression: Compression) -> Any:
     return pa.ipc.IpcWriteOptions(compression=compression, use_threads=False)
 
 
-def _open_segment(path: Path) -> _Segment:
-    """Open a segment; an open one sealed meanwhile (a live writer rotating) is read sealed."""
+def _open_segment(path: Path, expected: pa.Schema) -> _Segment:
+    """Open a segment file; an open one sealed meanwhile (a live writer rotating) is read
+    sealed."""
     try:
-        return _Segment(path)
+        return _Segment(path, expected)
     except FileNotFoundError:
         if path.suffix != OPEN_SUFFIX:
             raise
-        return _Segment(path.with_suffix(SEALED_SUFFIX))
+        return _Segment(path.with_suffix(SEALED_SUFFIX), expected)
 
 
 def _seal(stream_path: Path, segment: _Segment, compression: Compression) -> None:
@@ -491,6 +682,11 @@ def _seal(stream_path: Path, segment: _Segment, compression: Compression) -> Non
     _fsync_dir(run_dir)
 
 
+def _seal_files(paths: list[tuple[Path, pa.Schema]], compression: Compression) -> None:
+    for path, schema in paths:
+        _seal(path, _Segment(path, schema), compression)
+
+
 def _check_footer(path: Path, batches: int) -> None:
     indexed = pa.ipc.open_file(str(path)).num_record_batches  # read the footer back
     if indexed != batches:
@@ -502,7 +698,8 @@ def _rewrite(segment: _Segment, path: Path, compression: Compression) -> None:
     raw = pa.OSFile(str(path), "wb")
     sink = pa.BufferedOutputStream(raw, _IO_BUFFER)
     try:
-        with pa.ipc.new_file(sink, SCHEMA, options=_write_options(compression)) as writer:
+        options = _write_options(compression)
+        with pa.ipc.new_file(sink, segment.expected, options=options) as writer:
             for batch, meta in segment.batches():
                 writer.write_batch(batch, custom_metadata=meta)
         sink.flush()
@@ -550,13 +747,13 @@ def _footer(segment: _Segment) -> bytes | None:
     dictionaries = kinds.count("dictionary")
     if (
         not batches
-        or not segment.schema.equals(SCHEMA)
+        or not segment.schema.equals(segment.expected)
         or kinds[0] != "schema"
         or kinds[1 : 1 + dictionaries] != ["dictionary"] * dictionaries
         or kinds[1 + dictionaries :] != ["record batch"] * batches
     ):
         return None
-    footer = _template_footer(batches)
+    footer = _template_footer(segment.expected, batches)
     table = _u32(footer, 0)
     vtable = table - struct.unpack_from("<i", footer, table)[0]
     blocks = [
@@ -619,12 +816,12 @@ def _u32(data: bytearray, at: int) -> int:
     return value
 
 
-def _template_footer(batches: int) -> bytearray:
-    """The footer pyarrow's file writer gives `batches` batches of the journal schema (their
-    Block entries to be overwritten): written with empty batches, keeping only the tail."""
-    tail = _Tail(keep=64 * 1024 + 24 * (batches + len(DICTIONARIES)))
-    empty = pa.RecordBatch.from_arrays([pa.array([], f.type) for f in SCHEMA], schema=SCHEMA)
-    with pa.ipc.new_file(pa.PythonFile(tail, mode="w"), SCHEMA) as writer:
+def _template_footer(schema: pa.Schema, batches: int) -> bytearray:
+    """The footer pyarrow's file writer gives `batches` batches of `schema` (their Block
+    entries to be overwritten): written with empty batches, keeping only the tail."""
+    tail = _Tail(keep=64 * 1024 + 24 * (batches + len(schema)))
+    empty = pa.RecordBatch.from_arrays([pa.array([], f.type) for f in schema], schema=schema)
+    with pa.ipc.new_file(pa.PythonFile(tail, mode="w"), schema) as writer:
         for _ in range(batches):
             writer.write_batch(empty)
     data = b"".join(tail.chunks)
@@ -635,6 +832,90 @@ def _template_footer(batches: int) -> bytearray:
 
 
 # --- writer ---------------------------------------------------------------------------------
+
+
+class _Sink:
+    """The file under an open segment's IPC stream writer: buffered, counting, and hashing
+    what is written while a group is being written (`digest`)."""
+
+    __slots__ = ("closed", "digest", "file", "position")
+
+    def __init__(self, path: Path) -> None:
+        self.file = open(path, "wb", buffering=_IO_BUFFER)  # noqa: SIM115 (closed in close)
+        self.position = 0
+        self.digest: Any = None
+        self.closed = False
+
+    def write(self, data: Any) -> int:
+        if self.digest is not None:
+            self.digest.update(data)
+        written: int = self.file.write(data)
+        self.position += written
+        return written
+
+    def tell(self) -> int:
+        return self.position
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def close(self) -> None:
+        self.closed = True
+        self.file.close()
+
+    def writable(self) -> bool:
+        return True
+
+
+class _Stream:
+    """One open segment file being written: `path`, the IPC file magic, then an IPC stream
+    of `schema` whose writer is made with the first batch (so the schema and dictionaries
+    are part of the first group's bytes)."""
+
+    __slots__ = ("_ipc", "_options", "dir_synced", "path", "schema", "sink", "unsynced")
+
+    def __init__(self, path: Path, schema: pa.Schema, compression: Compression) -> None:
+        self.path = path
+        self.schema = schema
+        self._options = _write_options(compression)
+        self.sink = _Sink(path)
+        self.sink.write(_FILE_MAGIC)  # sealing then only appends the footer (see `_seal`)
+        self._ipc: Any = None
+        self.unsynced = False
+        self.dir_synced = False
+
+    def write(self, batch: pa.RecordBatch, meta: Meta, digest: Any) -> None:
+        """Write one batch, its bytes (and the stream's start, first time) into `digest`."""
+        self.sink.digest = digest
+        try:
+            if self._ipc is None:
+                self._ipc = pa.ipc.new_stream(
+                    pa.PythonFile(self.sink, mode="w"), self.schema, options=self._options
+                )
+            self._ipc.write_batch(batch, custom_metadata=meta)
+        finally:
+            self.sink.digest = None
+        self.sink.flush()
+        self.unsynced = True
+
+    def fsync(self) -> None:
+        os.fsync(self.sink.file.fileno())
+        self.unsynced = False
+
+    def end(self, fsync: bool) -> None:
+        """End the stream (EOS), flush, fsync if asked and unsynced, close the file."""
+        if self._ipc is not None:
+            self._ipc.close()
+        self.sink.flush()
+        if fsync and self.unsynced:
+            self.fsync()
+        self.sink.close()
+
+    def abandon(self) -> None:
+        """Close the file without an EOS: the stream may end inside a batch (a torn tail)."""
+        # the disk that failed the batch may fail this too: the tail is torn then
+        with contextlib.suppress(OSError, pa.ArrowException):
+            self.sink.close()
 
 
 class JournalWriter:
@@ -652,19 +933,16 @@ class JournalWriter:
         "_dir_synced",
         "_encoders",
         "_failed",
-        "_ipc",
         "_lock",
         "_pieces",
         "_prev",
-        "_raw",
         "_rows",
         "_run",
         "_seal_error",
         "_sealer",
         "_segment",
         "_seq",
-        "_sink",
-        "_unsynced",
+        "_streams",
         "_written",
         "batch_size",
         "compression",
@@ -713,11 +991,9 @@ class JournalWriter:
         self._batch_end = batch_size  # the seq that completes the pending batch
         self._prev = genesis_hash(manifest.run_id)
         self._segment = 0  # index of the open (or next) segment
-        self._raw: Any = None  # the open segment: its file, buffered sink and IPC writer
-        self._sink: Any = None
-        self._ipc: Any = None
-        self._dir_synced = False
-        self._unsynced = False  # batches written since the last fsync
+        # The open segment's files: entries, and market data once some was written.
+        self._streams: list[_Stream] = []
+        self._dir_synced = False  # the market-data directory's entry
         self._sealer: threading.Thread | None = None  # sealing the previous segment
         self._seal_error: BaseException | None = None
         self._failed: str | None = None
@@ -754,28 +1030,27 @@ class JournalWriter:
         for path in sorted(self.run_dir.glob("*" + OPEN_SUFFIX)):
             if path.with_suffix(SEALED_SUFFIX).exists():
                 path.unlink()  # sealed before the crash, not yet deleted
+        market_dir = self.run_dir / MARKET_DIR
+        for path in sorted(market_dir.glob("*.tmp")):
+            path.unlink()
+        for path in sorted(market_dir.glob("*" + OPEN_SUFFIX)):
+            if path.with_suffix(SEALED_SUFFIX).exists():
+                path.unlink()
         last_seq: int | None = None
         segments = _segments(self.run_dir)
         for path in segments:
-            segment = _Segment(path)
-            meta = segment.last_meta()
-            if meta is not None:
-                try:
-                    last_seq = int(meta[_LAST_SEQ])
-                    self._prev = bytes.fromhex(meta[_HASH].decode())
-                except (KeyError, ValueError):
-                    raise JournalError(
-                        f"{path}: the last batch has no valid tape.* metadata; "
-                        "cannot continue its seq and hash chain"
-                    ) from None
-            if path.suffix == OPEN_SUFFIX:
-                if segment.torn_at is not None:
-                    good, cut = segment.torn_at
-                    self.torn = TornTail(path.name, good, cut, last_seq)
-                    with open(path, "rb") as f:
-                        f.seek(good)
-                        path.with_suffix(TORN_SUFFIX).write_bytes(f.read())
-                _seal(path, segment, self.compression)
+            pair = _Pair(path, last_seq)
+            head = pair.head()
+            if head is not None:
+                last_seq, self._prev = head
+            for segment, torn in zip([f for f in pair.files if f.torn_at], pair.torn):
+                self.torn = torn
+                with open(segment.path, "rb") as f:
+                    f.seek(torn.good_bytes)
+                    segment.path.with_suffix(TORN_SUFFIX).write_bytes(f.read())
+            for segment in pair.files:
+                if not segment.sealed:
+                    _seal(segment.path, segment, self.compression)
         if segments:
             self._segment = int(segments[-1].stem) + 1
         self._seq = self._written = 0 if last_seq is None else last_seq + 1
@@ -903,7 +1178,7 @@ class JournalWriter:
             raise self._refusal(None, None)
         if self._seq > self._written:
             self._write_batch(full=False, durable=durable)
-        elif durable and self._unsynced:
+        elif durable and any(stream.unsynced for stream in self._streams):
             self._fsync()
 
     def close(self) -> None:
@@ -933,12 +1208,9 @@ class JournalWriter:
         """Close a failed writer's files and release the run, as the death of its process
         would: what reached the disk stays, and a new writer recovers the run."""
         self._closed = True
-        try:
-            if self._sink is not None:
-                self._sink.close()  # no EOS: the stream may end inside a batch (a torn tail)
-        except (OSError, pa.ArrowException):
-            pass  # the disk that failed the batch may fail this too: the tail is torn then
-        self._ipc = self._sink = self._raw = None
+        for stream in self._streams:
+            stream.abandon()
+        self._streams = []
         if self._sealer is not None:
             self._sealer.join()
             self._sealer = None
@@ -959,7 +1231,9 @@ class JournalWriter:
             self._abandon()  # the failure's exception is the one that matters
 
     def _write_batch(self, *, full: bool, durable: bool) -> None:
-        """Write everything pending (built parts and builder rows) as one batch."""
+        """Write everything pending (built parts and builder rows) as one group: its market
+        data (if any) as a batch of the market-data file, then the others (maybe none) as
+        a batch of the entries file, chained by the bytes written."""
         first = self._written
         rows = self._seq - first
         self._materialize()
@@ -968,25 +1242,27 @@ class JournalWriter:
         try:
             if self._seal_error is not None:
                 self._join_sealer()
-            batch = assemble(first, parts)
-            digest = _batch_hash(self._prev, batch)
+            market, entries = assemble_split(first, parts)
             meta = {
                 _FIRST_SEQ: str(first).encode(),
                 _LAST_SEQ: str(first + rows - 1).encode(),
                 _PREV: self._prev.hex().encode(),
-                _HASH: digest.hex().encode(),
             }
-            if self._ipc is None:
+            digest = hashlib.sha256(self._prev)
+            if not self._streams:
                 self._open_segment()
-            self._ipc.write_batch(batch, custom_metadata=meta)
-            self._sink.flush()
-            self._unsynced = True
+            if market is not None:
+                if len(self._streams) == 1:
+                    self._open_market()
+                self._streams[1].write(market, meta, digest)
+            if entries is not None:
+                self._streams[0].write(entries, meta, digest)
             self._written = first + rows
             self._batch_end = self._written + self.batch_size
-            self._prev = digest
+            self._prev = digest.digest()
             if durable or self.fsync == "always" or (full and self.fsync == "batch"):
                 self._fsync()
-            if self._sink.tell() >= self.segment_bytes:
+            if sum(stream.sink.position for stream in self._streams) >= self.segment_bytes:
                 self._seal_open_segment(background=True)
         except BaseException as exc:
             self._fail(exc)
@@ -1001,45 +1277,56 @@ class JournalWriter:
 
     def _open_segment(self) -> None:
         path = self.run_dir / _segment_name(self._segment, OPEN_SUFFIX)
-        self._raw = pa.OSFile(str(path), "wb")
-        self._sink = pa.BufferedOutputStream(self._raw, _IO_BUFFER)
-        self._sink.write(_FILE_MAGIC)  # sealing then only appends the footer (see `_seal`)
-        self._ipc = pa.ipc.new_stream(self._sink, SCHEMA, options=_write_options(self.compression))
-        self._dir_synced = False
+        self._streams = [_Stream(path, SCHEMA, self.compression)]
+
+    def _open_market(self) -> None:
+        market_dir = self.run_dir / MARKET_DIR
+        if not market_dir.exists():
+            market_dir.mkdir()
+            self._dir_synced = False
+        path = market_dir / _segment_name(self._segment, OPEN_SUFFIX)
+        self._streams.append(_Stream(path, MARKET_SCHEMA, self.compression))
 
     def _fsync(self) -> None:
-        os.fsync(self._raw.fileno())
-        self._unsynced = False
-        if not self._dir_synced:  # the new segment's directory entry
-            _fsync_dir(self.run_dir)
+        """fsync the open segment's files, and once each, the directory entries they need."""
+        for stream in self._streams:
+            if stream.unsynced:
+                stream.fsync()
+            if not stream.dir_synced:
+                _fsync_dir(stream.path.parent)
+                stream.dir_synced = True
+        if len(self._streams) > 1 and not self._dir_synced:
+            _fsync_dir(self.run_dir)  # the market-data directory's entry
             self._dir_synced = True
 
     def _seal_open_segment(self, *, background: bool) -> None:
-        """End the open segment's stream and seal it: on rotation in a background thread
-        (appends go on in the next segment meanwhile), on close before returning."""
-        if self._ipc is None:
+        """End the open segment's streams and seal its files: on rotation in a background
+        thread (appends go on in the next segment meanwhile), on close before returning."""
+        if not self._streams:
             return
-        self._ipc.close()
-        self._sink.flush()
-        if self.fsync != "none" and self._unsynced:
-            os.fsync(self._raw.fileno())  # "batch": a rotated segment is durable
-        self._sink.close()
-        path = self.run_dir / _segment_name(self._segment, OPEN_SUFFIX)
-        self._ipc = self._sink = self._raw = None
-        self._unsynced = False
+        streams = self._streams[::-1]  # the market data first: its entries file vouches for it
+        self._streams = []
+        for stream in streams:
+            stream.end(fsync=self.fsync != "none")  # "batch": a rotated segment is durable
+        if self.fsync != "none" and len(streams) > 1 and not self._dir_synced:
+            _fsync_dir(self.run_dir)
+            self._dir_synced = True
+        paths = [(stream.path, stream.schema) for stream in streams]
         self._segment += 1
         self._join_sealer()
         if background:
             self._sealer = threading.Thread(
-                target=self._seal_in_background, args=(path,), name=f"tape-seal-{path.name}"
+                target=self._seal_in_background,
+                args=(paths,),
+                name=f"tape-seal-{paths[-1][0].name}",
             )
             self._sealer.start()
         else:
-            _seal(path, _Segment(path), self.compression)
+            _seal_files(paths, self.compression)
 
-    def _seal_in_background(self, path: Path) -> None:
+    def _seal_in_background(self, paths: list[tuple[Path, pa.Schema]]) -> None:
         try:
-            _seal(path, _Segment(path), self.compression)
+            _seal_files(paths, self.compression)
         except BaseException as exc:  # reported by the writer's next batch, rotation or close
             self._seal_error = exc
 
@@ -1058,8 +1345,8 @@ class JournalWriter:
 class JournalReader:
     """Read a run journal: its manifest, batches and entries in seq order, and checks.
 
-    A snapshot of the segments present at construction. A torn tail of an open segment is
-    reported in `torn`; reading stops at the last whole batch before it.
+    A snapshot of the segments present at construction. A torn tail of an open segment
+    file is reported in `torn`; reading stops at the last group whole in both files.
     """
 
     def __init__(self, run_dir: str | Path) -> None:
@@ -1067,31 +1354,44 @@ class JournalReader:
         if not self.run_dir.is_dir():
             raise JournalError(f"{run_dir}: not a directory (expected a run directory)")
         self.manifest = read_manifest(self.run_dir)
-        self._segments = [_open_segment(path) for path in _segments(self.run_dir)]
+        self._pairs: list[_Pair] = []
         self.torn: list[TornTail] = []
         last_seq: int | None = None
-        for segment in self._segments:
-            meta = segment.last_meta()
+        for path in _segments(self.run_dir):
+            pair = _Pair(path, last_seq)
+            self._pairs.append(pair)
+            self.torn += pair.torn
+            meta = pair.entries.last_meta()
             if meta and _LAST_SEQ in meta:
                 last_seq = int(meta[_LAST_SEQ])
-            if segment.torn_at is not None:
-                self.torn.append(TornTail(segment.name, *segment.torn_at, last_seq))
 
     @property
     def segment_paths(self) -> list[Path]:
-        """Paths of the segments read, in order."""
-        return [s.path for s in self._segments]
+        """Paths of the entries files read, in order (see `market_paths`)."""
+        return [pair.entries.path for pair in self._pairs]
+
+    @property
+    def market_paths(self) -> list[Path]:
+        """Paths of the market-data files read, in order (segments without market data
+        have none)."""
+        return [pair.market.path for pair in self._pairs if pair.market is not None]
 
     @property
     def sealed_paths(self) -> list[Path]:
-        """Paths of the sealed segments (IPC files: for pyarrow.dataset, Polars, DuckDB)."""
-        return [s.path for s in self._segments if s.sealed]
+        """Paths of the sealed entries files (IPC files: for pyarrow.dataset, Polars,
+        DuckDB); every entry but the market data, which is in `sealed_market_paths`."""
+        return [p.entries.path for p in self._pairs if p.entries.sealed]
+
+    @property
+    def sealed_market_paths(self) -> list[Path]:
+        """Paths of the sealed market-data files (MARKET_SCHEMA)."""
+        return [p.market.path for p in self._pairs if p.market is not None and p.market.sealed]
 
     def batches(self) -> Iterator[pa.RecordBatch]:
-        """Yield every whole record batch in seq order."""
-        for segment in self._segments:
-            for batch, _ in segment.batches():
-                yield batch
+        """Yield every entry in seq order as SCHEMA record batches, one per group that
+        has entries (the market data merged in)."""
+        for pair in self._pairs:
+            yield from pair.merged()
 
     def entries(self) -> Iterator[Entry]:
         """Yield every entry in seq order (small batches are decoded together)."""
@@ -1113,24 +1413,32 @@ class JournalReader:
     def counts_by_kind(self) -> dict[str, int]:
         """Return the number of entries of each kind present, in KINDS order."""
         counts = [0] * len(KINDS)
-        for batch in self.batches():
-            kinds = batch.column(2)
-            names = kinds.dictionary.to_pylist()
-            for row in pc.value_counts(kinds.indices).to_pylist():
-                counts[_kind_code(names[row["values"]])] += row["counts"]
+        for pair in self._pairs:
+            for group in pair.groups():
+                for batch in (group.entries, group.market):
+                    if batch is None or not batch.num_rows:
+                        continue
+                    kinds = batch.column("kind")
+                    names = kinds.dictionary.to_pylist()
+                    for row in pc.value_counts(kinds.indices).to_pylist():
+                        counts[_kind_code(names[row["values"]])] += row["counts"]
         return {cls.__name__: n for cls, n in zip(KINDS, counts) if n}
 
     def tail(self, n: int) -> list[Entry]:
         """Return the last `n` entries, oldest first."""
+        if n <= 0:
+            return []
         chosen: list[pa.RecordBatch] = []
         have = 0
-        for segment in reversed(self._segments):
-            for batch in segment.newest_first():
+        for pair in reversed(self._pairs):
+            for batch in reversed(list(pair.merged())):
                 if have >= n:
                     break
                 chosen.append(batch)
                 have += batch.num_rows
-        if not chosen or n <= 0:
+            if have >= n:
+                break
+        if not chosen:
             return []
         batch = _combine(chosen[::-1])
         return decode(batch.slice(max(0, batch.num_rows - n)))
@@ -1138,14 +1446,17 @@ class JournalReader:
     def verify(self) -> VerifyReport:
         """Recompute the hash chain; check seq order, causes, schema and manifest totals."""
         check = _Verifier(self.manifest.run_id)
-        for segment in self._segments:
-            check.segment(segment)
-        return check.report(self.manifest, self._segments, self.torn)
+        for pair in self._pairs:
+            check.pair(pair)
+        return check.report(self.manifest, self._pairs, self.torn)
 
 
 def verify(run_dir: str | Path) -> VerifyReport:
     """Check the journal of a run directory (see `JournalReader.verify`)."""
     return JournalReader(run_dir).verify()
+
+
+_EMPTY_ENTRIES = merge(None, None)
 
 
 def _kind_code(name: str) -> int:
@@ -1160,7 +1471,7 @@ def _combine(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
 
 
 class _Verifier:
-    """Walk the batches of a run in order, collecting counts and problems."""
+    """Walk the groups of a run in order, collecting counts and problems."""
 
     def __init__(self, run_id: str) -> None:
         self.prev = genesis_hash(run_id)
@@ -1171,29 +1482,34 @@ class _Verifier:
         self.last_ts: int | None = None
         self.problems: list[str] = []
         self.chain_ok = True
+        self.last = ""  # the group before, as problems name it
 
-    def segment(self, segment: _Segment) -> None:
-        if not segment.schema.equals(SCHEMA):
-            self.problems.append(f"segment {segment.name}: schema differs from the journal schema")
-            self.chain_ok = False
-            return
+    def pair(self, pair: _Pair) -> None:
+        for segment in pair.files:
+            if not segment.schema.equals(segment.expected):
+                what = "market-data" if segment.expected is MARKET_SCHEMA else "journal"
+                self.problems.append(
+                    f"segment {segment.name}: schema differs from the {what} schema"
+                )
+                self.chain_ok = False
+                return
+        name = pair.entries.path.stem
         try:
-            for index, (batch, meta) in enumerate(segment.batches()):
-                self.batch(f"segment {segment.name} batch {index}", batch, meta)
-        except pa.ArrowException as exc:
-            self.problems.append(f"segment {segment.name}: unreadable ({exc})")
+            for n, group in enumerate(pair.groups()):
+                self.group(pair, f"segment {name} group {n}", group)
+        except (pa.ArrowException, JournalError) as exc:
+            self.problems.append(f"segment {name}: unreadable ({exc})")
             self.chain_ok = False
 
-    def batch(self, where: str, batch: pa.RecordBatch, meta: Meta) -> None:
-        rows = batch.num_rows
-        self.batches += 1
+    def group(self, pair: _Pair, where: str, group: _Group) -> None:
+        meta, entries, market = group.meta, group.entries, group.market
+        batches = [b for b in (entries, market) if b is not None]
+        rows = sum(b.num_rows for b in batches)
+        self.batches += len(batches)
         self.entries += rows
         try:
             first, last = int(meta[_FIRST_SEQ]), int(meta[_LAST_SEQ])
-            prev, recorded = (
-                bytes.fromhex(meta[_PREV].decode()),
-                bytes.fromhex(meta[_HASH].decode()),
-            )
+            prev = bytes.fromhex(meta[_PREV].decode())
         except (KeyError, ValueError):
             self.problems.append(f"{where}: missing or malformed tape.* batch metadata")
             self.chain_ok = False
@@ -1205,41 +1521,57 @@ class _Verifier:
             self.problems.append(
                 f"{where}: starts at seq {first}, expected {self.next_seq} ({what})"
             )
-        if last - first + 1 != rows or not batch.column(0).equals(
-            pa.array(range(first, first + rows), pa.uint64())
+        seqs = [b.column(0).to_numpy() for b in batches]
+        if (
+            last - first + 1 != rows
+            or not all(bool(np.all(np.diff(s.astype(np.int64)) > 0)) for s in seqs)
+            or not np.array_equal(
+                np.sort(np.concatenate(seqs)), np.arange(first, first + rows, dtype=np.uint64)
+            )
         ):
-            self.problems.append(f"{where}: seq column is not {first}..{last} in order")
-        if prev != self.prev:
             self.problems.append(
-                f"{where}: prev hash does not match the previous batch "
-                "(a batch was dropped, reordered or replaced)"
+                f"{where}: its batches' seq columns are not {first}..{last} in order"
+            )
+        if prev != self.prev:
+            before = f"the bytes of {self.last}" if self.last else "the run's genesis hash"
+            self.problems.append(
+                f"{where}: prev hash does not match {before} "
+                "(a batch was edited, dropped, reordered or replaced)"
             )
             self.chain_ok = False
-        if _batch_hash(prev, batch) != recorded:
-            self.problems.append(f"{where}: hash mismatch (the batch was edited)")
-            self.chain_ok = False
-        for column, name, fixed in DICTIONARIES:
-            if not batch.column(column).dictionary.equals(fixed):
-                self.problems.append(f"{where}: dictionary of column {name!r} is not the fixed one")
-        cause = batch.column(1)
-        if cause.null_count < rows and pc.any(pc.greater_equal(cause, batch.column(0))).as_py():
+        self.last = where
+        market_bytes = b"" if market is None else pair.files[0].group_bytes(group.market_index)
+        entries_bytes = b"" if entries is None else pair.entries.group_bytes(group.index)
+        self.prev = _group_hash(prev, market_bytes, entries_bytes)
+        for batch, fixed_columns in ((entries, DICTIONARIES), (market, MARKET_DICTIONARIES)):
+            if batch is None:
+                continue
+            for column, name, fixed in fixed_columns:
+                if not batch.column(column).dictionary.equals(fixed):
+                    self.problems.append(
+                        f"{where}: dictionary of column {name!r} is not the fixed one"
+                    )
+        if entries is None:
+            entries = _EMPTY_ENTRIES
+        cause = entries.column(1)
+        if (
+            cause.null_count < entries.num_rows
+            and pc.any(pc.greater_equal(cause, entries.column(0))).as_py()
+        ):
             self.problems.append(f"{where}: an entry's cause is not an earlier seq")
         if rows:
-            ts = batch.column(3)
+            ts = merge(entries, market).column(3)
             self.first_ts = ts[0].as_py() if self.first_ts is None else self.first_ts
             self.last_ts = ts[rows - 1].as_py()
             self.first_seq = first if self.first_seq is None else self.first_seq
-        self.prev = recorded
         self.next_seq = last + 1
 
-    def report(
-        self, manifest: Manifest, segments: list[_Segment], torn: list[TornTail]
-    ) -> VerifyReport:
+    def report(self, manifest: Manifest, pairs: list[_Pair], torn: list[TornTail]) -> VerifyReport:
         problems = self.problems
         if manifest.status == "closed":
             if torn:
                 problems.append("manifest says closed but a segment has a torn tail")
-            open_segments = [s.name for s in segments if not s.sealed]
+            open_segments = [f.name for p in pairs for f in p.files if not f.sealed]
             if open_segments:
                 problems.append(f"manifest says closed but {', '.join(open_segments)} is open")
             if manifest.entries != self.entries:
@@ -1248,12 +1580,15 @@ class _Verifier:
                     f"the segments hold {self.entries}"
                 )
             if self.batches and manifest.head_hash != self.prev.hex():
-                problems.append("manifest head_hash is not the last batch's hash")
+                problems.append(
+                    "manifest head_hash is not the hash of the journal's bytes "
+                    "(the last batch was edited, dropped or replaced)"
+                )
                 self.chain_ok = False
         return VerifyReport(
             ok=not problems,
             chain_ok=self.chain_ok,
-            segments=len(segments),
+            segments=len(pairs),
             batches=self.batches,
             entries=self.entries,
             first_seq=self.first_seq,

@@ -31,6 +31,7 @@ from typing import Any
 
 import msgspec
 
+from engine.codec import Rows
 from engine.core import Engine, EngineConfig
 from engine.journal import JournalReader, JournalWriter, Manifest
 from engine.messages import VENUE_COMMANDS, Message, ScheduleTimer, TimerFired
@@ -224,8 +225,19 @@ class Runner:
                 ts = self._last_ts + 1
             self._last_ts = ts
             msg = msgspec.structs.replace(msg, ts_recv=ts)
+        return self._handled(msg, self._append(msg))
+
+    def process_row(self, msg: Message, rows: Rows, row: int) -> list[Message]:
+        """`process` for an input that is row `row` of bulk `rows` (`codec.columns_rows`)
+        and equal to `msg`: it is journaled as a slice of them, as the rows around it are.
+        Not with a clock (the row's ts is the input's)."""
+        if self._clock is not None:
+            raise RuntimeError("process_row: the runner stamps inputs with its clock")
+        return self._handled(msg, self._journal.append_rows(rows, row, row + 1))
+
+    def _handled(self, msg: Message, seq: int) -> list[Message]:
+        """Handle the input journaled at `seq`: journal, flush and dispatch its effects."""
         append = self._append
-        seq = append(msg)
         effects = self._handle(msg)
         if not effects:
             return effects

@@ -35,7 +35,7 @@ import heapq
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import msgspec
 import numpy as np
@@ -192,6 +192,7 @@ class SimRun:
         # The current market batch: its rows as journal columns (made on first use), the
         # rows withheld from the engine (None: none are), and whether it has one key only.
         self._rows: Rows | None = None
+        self._batch: pa.RecordBatch | None = None
         self._withheld: np.ndarray | None = None
         self._one_key = False
         self._quotes_only = True
@@ -372,7 +373,9 @@ class SimRun:
             self.withheld += 1
         else:
             self.inputs += 1
-            self.runner.process(msg)
+            if self._rows is None:
+                self._rows = self._journal_rows(cast(pa.RecordBatch, self._batch), view)
+            self.runner.process_row(msg, self._rows, r)
         venue = self._key_venue[int(view.key[r])]
         if venue is not None:
             self._push_venue(venue.on_market(msg))
@@ -480,6 +483,7 @@ class SimRun:
         ts = view.ts
         n = len(ts)
         self._rows = None
+        self._batch = batch
         self._withheld = self._withheld_rows(view) if self._stale_venues else None
         self._quotes_only = bool((view.mtype == MTYPE_QUOTE).all())
         self._one_key = bool(view.key.min() == view.key.max())

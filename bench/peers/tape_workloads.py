@@ -182,7 +182,7 @@ def run(workload: str, ticks: int, cache: Path) -> dict[str, Any]:
     result = sim.run(batches(path), signals)
     wall_s, cpu_s = time.perf_counter() - t0, time.process_time() - c0
     run_dir = Path(result.run_dir)
-    journal_bytes = sum(p.stat().st_size for p in run_dir.iterdir() if p.is_file())
+    journal_bytes = sum(p.stat().st_size for p in run_dir.rglob("*") if p.is_file())
     shutil.rmtree(run_dir, ignore_errors=True)
     if result.market_rows != ticks:
         raise SystemExit(f"tape {workload}: ran {result.market_rows} market rows, not {ticks}")

@@ -210,8 +210,8 @@ def test_writer_restarts_when_seal_and_tail_both_interrupted_then_keeps_every_wh
     a seal copy and a manifest write half done: a restart keeps every whole batch, the
     chain verifies and seq goes on; a crash right after that restart changes nothing."""
     manifest = new_manifest(CONFIG, mode="test")
-    live = JournalWriter(tmp_path / "live", manifest, batch_size=3, segment_bytes=30_000)
-    appended = [quote(ts) for ts in range(60)]  # 3 batches a segment; 2 in the last
+    live = JournalWriter(tmp_path / "live", manifest, batch_size=3, segment_bytes=16_000)
+    appended = [quote(ts) for ts in range(60)]  # 6 groups of 3 a segment; 4 in the last
     for msg in appended:
         live.append(msg)
     live.flush()
@@ -221,16 +221,17 @@ def test_writer_restarts_when_seal_and_tail_both_interrupted_then_keeps_every_wh
     live.close()
     run = crash / RUN_ID
     sealed = sorted(run.glob("*.arrow"))
-    open_segment = next(run.glob("*.arrows"))
+    open_segment = run / "market" / next(run.glob("*.arrows")).name  # the quotes' file
     assert len(sealed) >= 2
-    # The last sealed segment was still being sealed: its stream, EOS and part of the footer.
-    interrupted = sealed[-1]
-    interrupted.with_suffix(".arrows").write_bytes(interrupted.read_bytes()[:-30])
-    interrupted.unlink()
-    # The open segment lost the end of its last batch.
+    # The last sealed segment was still being sealed (both files): its stream, EOS and
+    # part of the footer.
+    for interrupted in (sealed[-1], run / "market" / sealed[-1].name):
+        interrupted.with_suffix(".arrows").write_bytes(interrupted.read_bytes()[:-30])
+        interrupted.unlink()
+    # The open segment lost the end of its last market-data batch: its group is lost.
     data = open_segment.read_bytes()
     open_segment.write_bytes(data[:-11])
-    (run / (interrupted.name + ".tmp")).write_bytes(b"half a copy")
+    (run / (sealed[-1].name + ".tmp")).write_bytes(b"half a copy")
     (run / (MANIFEST + ".tmp")).write_bytes(b'{"format_vers')
     survivors = JournalReader(run)
     kept = [e.msg for e in survivors.entries()]
@@ -482,7 +483,7 @@ def test_writer_when_it_failed_then_a_new_writer_in_the_process_recovers_the_run
         raise OSError(errno.ENOSPC, "No space left on device")
 
     with monkeypatch.context() as patch:
-        patch.setattr(journal_module, "assemble", disk_full)
+        patch.setattr(journal_module, "assemble_split", disk_full)
         writer.append(quote(2))
         with pytest.raises(OSError):
             writer.flush()

@@ -18,9 +18,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.codec import SCHEMA, CodecError, Entry
+from engine.codec import MARKET_SCHEMA, SCHEMA, CodecError, Entry
 from engine.journal import (
+    FORMAT_VERSION,
     LOCK,
+    MARKET_DIR,
     JournalError,
     JournalReader,
     JournalWriter,
@@ -98,8 +100,15 @@ def write_run(writer: JournalWriter, inputs: int, start_ts: int = 0) -> list[Ent
 
 
 def segment_names(run_dir: Path) -> list[str]:
-    """Segment files (.arrow, .arrows, .torn) in the run directory."""
-    return sorted(p.name for p in run_dir.iterdir() if p.name not in ("manifest.json", LOCK))
+    """Segment entries files (.arrow, .arrows, .torn) in the run directory."""
+    return sorted(
+        p.name for p in run_dir.iterdir() if p.name not in ("manifest.json", LOCK, MARKET_DIR)
+    )
+
+
+def market_names(run_dir: Path) -> list[str]:
+    """Segment market-data files (.arrow, .arrows, .torn) of the run."""
+    return sorted(p.name for p in (run_dir / MARKET_DIR).iterdir())
 
 
 def batch_ends(path: Path) -> list[int]:
@@ -359,7 +368,11 @@ def test_polars_when_scanning_a_sealed_journal_then_it_reads_every_entry(
     assert frame["seq"].to_list() == [e.seq for e in orders]
     assert frame["cause"].to_list() == [e.cause for e in orders]
     assert frame["order_id"].to_list() == [e.msg.order_id for e in orders]  # type: ignore[attr-defined]
-    assert pl.scan_ipc(str(run_dir / "*.arrow")).select(pl.len()).collect().item() == len(appended)
+    market = pl.scan_ipc(str(run_dir / MARKET_DIR / "*.arrow")).select("seq", "bid_price").collect()
+    quotes = [e for e in appended if isinstance(e.msg, QuoteTick)]
+    assert market["seq"].to_list() == [e.seq for e in quotes]
+    assert market["bid_price"].to_list() == [e.msg.bid_price for e in quotes]  # type: ignore[attr-defined]
+    assert len(orders) + len(quotes) == len(appended)
 
 
 def test_pyarrow_dataset_when_reading_a_sealed_journal_then_it_reads_every_entry(
@@ -367,10 +380,15 @@ def test_pyarrow_dataset_when_reading_a_sealed_journal_then_it_reads_every_entry
 ) -> None:
     run_dir, appended = sealed_run
     dataset = pads.dataset(sorted(str(p) for p in run_dir.glob("*.arrow")), format="arrow")
+    market = pads.dataset(
+        sorted(str(p) for p in (run_dir / MARKET_DIR).glob("*.arrow")), format="arrow"
+    )
     assert dataset.schema.equals(SCHEMA)
-    table = dataset.to_table(columns=["seq", "kind", "bid_price"])
-    assert table.column("seq").to_pylist() == [e.seq for e in appended]
-    quotes = dataset.to_table(filter=pads.field("kind") == "QuoteTick", columns=["bid_price"])
+    assert market.schema.equals(MARKET_SCHEMA)
+    seqs = dataset.to_table(columns=["seq"]).column("seq").to_pylist()
+    seqs += market.to_table(columns=["seq"]).column("seq").to_pylist()
+    assert sorted(seqs) == [e.seq for e in appended]
+    quotes = market.to_table(filter=pads.field("kind") == "QuoteTick", columns=["bid_price"])
     bids = [e.msg.bid_price for e in appended if isinstance(e.msg, QuoteTick)]
     assert quotes.column("bid_price").to_pylist() == bids
 
@@ -381,10 +399,13 @@ def test_duckdb_when_querying_a_sealed_journal_through_arrow_then_it_counts_by_k
     run_dir, appended = sealed_run
     reader = JournalReader(run_dir)
     journal = pads.dataset([str(p) for p in reader.sealed_paths], format="arrow")
+    market = pads.dataset([str(p) for p in reader.sealed_market_paths], format="arrow")
     con = duckdb.connect()
     con.register("journal", journal)
+    con.register("market", market)
     rows = con.execute(
-        "select kind, count(*), max(seq) from journal group by kind order by kind"
+        "select kind, count(*), max(seq) from (select kind, seq from journal "
+        "union all select kind, seq from market) group by kind order by kind"
     ).fetchall()
     expected = [
         (kind, len(seqs), max(seqs))
@@ -405,9 +426,20 @@ def crash_snapshot(writer: JournalWriter, into: Path) -> Path:
     return target
 
 
+class Crashed(msgspec.Struct, frozen=True):
+    """An open segment of 4 whole groups (no EOS) as a crash leaves it: its two files, their
+    batch ends, the manifest and the entries."""
+
+    stream: bytes  # 000000.arrows (entries but the quotes)
+    market: bytes  # market/000000.arrows
+    ends: list[int]
+    market_ends: list[int]
+    manifest: bytes
+    appended: list[Entry]
+
+
 @pytest.fixture(scope="module")
-def crashed_stream() -> Iterator[tuple[bytes, bytes, list[Entry], list[int]]]:
-    """An open segment of 4 whole batches (no EOS), its manifest, entries, batch ends."""
+def crashed_stream() -> Iterator[Crashed]:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         writer = JournalWriter(root / "live", manifest(), batch_size=5)
@@ -416,31 +448,50 @@ def crashed_stream() -> Iterator[tuple[bytes, bytes, list[Entry], list[int]]]:
         snapshot = crash_snapshot(writer, root / "crash")
         writer.close()
         stream = snapshot / "000000.arrows"
-        manifest_bytes = (snapshot / "manifest.json").read_bytes()
-        yield stream.read_bytes(), manifest_bytes, appended, batch_ends(stream)
+        market = snapshot / MARKET_DIR / "000000.arrows"
+        yield Crashed(
+            stream.read_bytes(),
+            market.read_bytes(),
+            batch_ends(stream),
+            batch_ends(market),
+            (snapshot / "manifest.json").read_bytes(),
+            appended,
+        )
 
 
 @settings(max_examples=60)
-@given(data=st.data())
+@given(data=st.data(), which=st.sampled_from(["entries", "market"]))
 def test_reader_when_last_batch_is_cut_at_any_byte_then_it_recovers_the_whole_batches_before(
-    crashed_stream: tuple[bytes, bytes, list[Entry], list[int]], data: st.DataObject
+    crashed_stream: Crashed, data: st.DataObject, which: str
 ) -> None:
-    stream, manifest_bytes, appended, ends = crashed_stream
-    assert ends[-1] == len(stream)  # no EOS marker: the writer never closed
-    start = ends[-2]
-    cut = data.draw(st.integers(start, len(stream) - 1), label="cut")
+    crashed = crashed_stream
+    stream, market = crashed.stream, crashed.market
+    assert crashed.ends[-1] == len(stream) and crashed.market_ends[-1] == len(market)  # no EOS
+    start, market_start = crashed.ends[-2], crashed.market_ends[-2]
+    if which == "entries":
+        cut = data.draw(st.integers(start, len(stream) - 1), label="cut")
+        stream = stream[:cut]
+    else:
+        cut = data.draw(st.integers(market_start, len(market) - 1), label="cut")
+        market = market[:cut]
+    whole = len(crashed.appended) - 5  # all but the last group
+    expected = [  # the last group is not whole in both files: both files lose it
+        TornTail(
+            f"{MARKET_DIR}/000000.arrows", market_start, len(market) - market_start, whole - 1
+        ),
+        TornTail("000000.arrows", start, len(stream) - start, whole - 1),
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp)
-        (run_dir / "manifest.json").write_bytes(manifest_bytes)
-        (run_dir / "000000.arrows").write_bytes(stream[:cut])
+        (run_dir / "manifest.json").write_bytes(crashed.manifest)
+        (run_dir / "000000.arrows").write_bytes(stream)
+        (run_dir / MARKET_DIR).mkdir()
+        (run_dir / MARKET_DIR / "000000.arrows").write_bytes(market)
         reader = JournalReader(run_dir)
         entries = list(reader.entries())
-        whole = len(appended) - 5  # all but the last batch
-        assert entries == appended[:whole]
-        if cut == start:
-            assert reader.torn == []  # a clean end after a whole batch, EOS or not
-        else:
-            assert reader.torn == [TornTail("000000.arrows", start, cut - start, whole - 1)]
+        assert entries == crashed.appended[:whole]
+        # a file that ends after a whole batch is not torn, EOS or not
+        assert reader.torn == [t for t in expected if t.cut_bytes]
         report = reader.verify()
         assert report.ok and report.chain_ok and report.entries == whole
         assert report.torn == reader.torn
@@ -448,11 +499,10 @@ def test_reader_when_last_batch_is_cut_at_any_byte_then_it_recovers_the_whole_ba
 
 @pytest.mark.parametrize("size", [0, 3, 100])
 def test_reader_when_crash_left_a_partial_schema_then_no_entries_and_torn_reported(
-    tmp_path: Path, crashed_stream: tuple[bytes, bytes, list[Entry], list[int]], size: int
+    tmp_path: Path, crashed_stream: Crashed, size: int
 ) -> None:
-    stream, manifest_bytes, _, _ = crashed_stream
-    (tmp_path / "manifest.json").write_bytes(manifest_bytes)
-    (tmp_path / "000000.arrows").write_bytes(stream[:size])
+    (tmp_path / "manifest.json").write_bytes(crashed_stream.manifest)
+    (tmp_path / "000000.arrows").write_bytes(crashed_stream.stream[:size])
     reader = JournalReader(tmp_path)
     assert list(reader.entries()) == []
     kept = 8 if size >= 8 else 0  # the file magic the segment starts with, when whole
@@ -541,15 +591,35 @@ def test_verify_when_a_value_in_a_sealed_segment_is_edited_then_that_batch_is_na
     for n in range(16):
         writer.append(quote(n, price=1000 * n))
     writer.close()
-    path = tmp_path / "run-1" / "000000.arrow"
+    path = tmp_path / "run-1" / MARKET_DIR / "000000.arrow"
     data = path.read_bytes()
     needle = (9000).to_bytes(8, "little", signed=True)  # the bid_price of quote 9
     assert data.count(needle) == 1
     path.write_bytes(data.replace(needle, (7).to_bytes(8, "little", signed=True)))
     report = JournalReader(tmp_path / "run-1").verify()
     assert not report.ok and not report.chain_ok
-    batch = next(i for i, p in enumerate(report.problems) if "hash mismatch" in p)
-    assert "segment 000000.arrow batch 2 (seq 8..11)" in report.problems[batch]
+    # the next group's prev no longer matches the edited group's bytes
+    assert report.problems == [
+        "segment 000000 group 3 (seq 12..15): prev hash does not match the bytes of "
+        "segment 000000 group 2 (seq 8..11) (a batch was edited, dropped, reordered "
+        "or replaced)"
+    ]
+
+
+def test_verify_when_the_last_group_is_edited_then_manifest_head_does_not_match(
+    tmp_path: Path,
+) -> None:
+    writer = JournalWriter(tmp_path, manifest(), batch_size=4, compression=None)
+    for n in range(16):
+        writer.append(quote(n, price=1000 * n))
+    writer.close()
+    path = tmp_path / "run-1" / MARKET_DIR / "000000.arrow"
+    data = path.read_bytes()
+    needle = (15000).to_bytes(8, "little", signed=True)  # the bid_price of quote 15
+    path.write_bytes(data.replace(needle, (7).to_bytes(8, "little", signed=True)))
+    report = JournalReader(tmp_path / "run-1").verify()
+    assert not report.chain_ok
+    assert any("manifest head_hash is not the hash of the journal" in p for p in report.problems)
 
 
 def test_verify_when_a_batch_is_dropped_then_the_gap_and_broken_link_are_named(
@@ -563,8 +633,9 @@ def test_verify_when_a_batch_is_dropped_then_the_gap_and_broken_link_are_named(
     report = JournalReader(tmp_path / "run-1").verify()
     assert not report.ok and not report.chain_ok
     text = "\n".join(report.problems)
-    assert "segment 000000.arrow batch 1 (seq 8..11): starts at seq 8, expected 4" in text
-    assert "segment 000000.arrow batch 1 (seq 8..11): prev hash does not match" in text
+    # the group that lost its batch of entries: its market data alone is not the group
+    assert "segment 000000 group 1 (seq 4..7): its batches' seq columns are not 4..7" in text
+    assert "segment 000000 group 2 (seq 8..11): prev hash does not match" in text
     assert "manifest says 16 entries" in text
 
 
@@ -576,7 +647,7 @@ def test_verify_when_batches_are_reordered_then_it_is_reported(tmp_path: Path) -
     rewrite_sealed(path, lambda batches: [batches[1], batches[0], *batches[2:]])
     report = JournalReader(tmp_path / "run-1").verify()
     assert not report.chain_ok
-    assert any("batch 0 (seq 4..7): starts at seq 4, expected 0" in p for p in report.problems)
+    assert any("group 2 (seq 0..3): starts at seq 0, expected 8" in p for p in report.problems)
 
 
 def test_verify_when_journal_is_intact_then_chain_links_from_genesis_to_manifest_head(
@@ -594,10 +665,11 @@ def test_verify_when_journal_is_intact_then_chain_links_from_genesis_to_manifest
             for i in range(pa.ipc.open_file(str(path)).num_record_batches)
         )
     ]
+    market = sum(pa.ipc.open_file(str(path)).num_record_batches for path in reader.market_paths)
     assert metas[0][b"tape.prev"] == genesis_hash("run-1").hex().encode()
-    assert metas[-1][b"tape.hash"].decode() == reader.manifest.head_hash
+    assert len({meta[b"tape.prev"] for meta in metas}) == len(metas)  # a link per group
     report = reader.verify()
-    assert report.ok and report.chain_ok and report.batches == len(metas)
+    assert report.ok and report.chain_ok and report.batches == len(metas) + market
     assert (report.first_ts, report.last_ts) == (0, 19)
 
 
@@ -673,14 +745,22 @@ def test_reader_when_format_version_is_unknown_then_error_names_both_versions(
 ) -> None:
     data = msgspec.json.encode(msgspec.structs.replace(manifest(), format_version=99))
     (tmp_path / "manifest.json").write_bytes(data)
-    with pytest.raises(JournalError, match=r"format_version 99 is not supported.*version 1"):
+    with pytest.raises(
+        JournalError, match=rf"format_version 99 is not supported.*version {FORMAT_VERSION}"
+    ):
         JournalReader(tmp_path)
 
 
 def test_reader_when_manifest_field_has_wrong_type_then_error_names_the_field(
     tmp_path: Path,
 ) -> None:
-    fields = {"format_version": 1, "run_id": "r", "mode": "x", "seed": "x", "code_version": "c"}
+    fields = {
+        "format_version": FORMAT_VERSION,
+        "run_id": "r",
+        "mode": "x",
+        "seed": "x",
+        "code_version": "c",
+    }
     (tmp_path / "manifest.json").write_bytes(msgspec.json.encode(fields))
     with pytest.raises(
         JournalError, match=r"manifest\.json: Expected `int`, got `str` - at `\$\.seed`"

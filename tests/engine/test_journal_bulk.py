@@ -104,7 +104,7 @@ def test_append_columns_when_null_enum_has_garbage_key_then_polars_reads_it(
                 "aggressor": aggressor,
             },
         )
-    frame = pl.read_ipc(next((tmp_path / "bulk").glob("*.arrow")))
+    frame = pl.read_ipc(next((tmp_path / "bulk" / "market").glob("*.arrow")))  # market data
     assert frame["aggressor"].to_list() == ["SELL", None]
 
 

@@ -87,10 +87,13 @@ def test_rotation_when_segments_fill_then_each_sealed_file_indexes_its_batches(
         fill(writer, 1_008)
     reader = JournalReader(tmp_path / "seal")
     assert len(reader.sealed_paths) > 2 and reader.sealed_paths == reader.segment_paths
-    for path in reader.sealed_paths:
-        file = pa.ipc.open_file(str(path))
+    assert len(reader.sealed_market_paths) == len(reader.sealed_paths)
+    for path, market in zip(reader.sealed_paths, reader.sealed_market_paths):
+        file, market_file = pa.ipc.open_file(str(path)), pa.ipc.open_file(str(market))
         rows = [file.get_batch(i).num_rows for i in range(file.num_record_batches)]
-        assert rows and set(rows) == {16}
+        quotes = [market_file.get_batch(i).num_rows for i in range(file.num_record_batches)]
+        # each group of 16: 4 signals in the entries file, 12 quotes in the market file
+        assert rows and set(rows) == {4} and set(quotes) == {12}
     report = reader.verify()
     assert report.ok and report.entries == 1_008, report.problems
 

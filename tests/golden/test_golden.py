@@ -29,8 +29,9 @@ def test_golden_when_regenerated_then_segments_byte_identical(tmp_path: Path) ->
 
     result, _ = run_demo(tmp_path, regen.RUN_ID, regen.SEED, regen.TICKS)
     fresh = Path(result.run_dir)
-    names = sorted(p.name for p in GOLDEN.glob("*.arrow"))
-    assert names and names == sorted(p.name for p in fresh.glob("*.arrow"))
+    names = sorted(str(p.relative_to(GOLDEN)) for p in GOLDEN.rglob("*.arrow"))
+    assert "market/000000.arrow" in names
+    assert names == sorted(str(p.relative_to(fresh)) for p in fresh.rglob("*.arrow"))
     for name in names:
         assert (fresh / name).read_bytes() == (GOLDEN / name).read_bytes(), (
             f"{name} differs from the golden journal: sim or journal output changed. "

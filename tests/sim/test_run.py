@@ -252,8 +252,9 @@ def test_run_when_same_inputs_then_byte_identical_segments(tmp_path: Path) -> No
     sigs = signals(9, table, 7)
     a, _ = run(tmp_path / "a", table, sigs)
     b, _ = run(tmp_path / "b", table, sigs)
-    names = sorted(p.name for p in a.glob("*.arrow"))
-    assert names == sorted(p.name for p in b.glob("*.arrow"))
+    names = sorted(str(p.relative_to(a)) for p in a.rglob("*.arrow"))
+    assert "market/000000.arrow" in names
+    assert names == sorted(str(p.relative_to(b)) for p in b.rglob("*.arrow"))
     assert all((a / n).read_bytes() == (b / n).read_bytes() for n in names)
 
 

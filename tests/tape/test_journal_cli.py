@@ -67,7 +67,7 @@ def test_journal_verify_when_intact_then_exit_0_summary(
 def test_journal_verify_when_value_edited_then_exit_1_names_batch(
     run_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = next(run_dir.glob("*.arrow"))
+    path = next((run_dir / "market").glob("*.arrow"))  # the quotes
     with pa.ipc.open_file(path) as reader:
         batches = [
             reader.get_batch_with_custom_metadata(i) for i in range(reader.num_record_batches)

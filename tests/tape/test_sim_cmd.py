@@ -24,7 +24,7 @@ def sim(journals: Path, *extra: str, market: str = MARKET, signals: str = SIGNAL
 
 
 def segments(run_dir: Path) -> list[bytes]:
-    return [p.read_bytes() for p in sorted(run_dir.glob("*.arrow"))]
+    return [p.read_bytes() for p in sorted(run_dir.rglob("*.arrow"))]  # market/ too
 
 
 def test_sim_when_sample_files_then_summary_and_journal_that_verifies_and_replays(
