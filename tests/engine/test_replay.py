@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -343,3 +344,64 @@ def test_writer_when_restarted_with_a_fresh_manifest_then_accepted(tmp_path: Pat
     again = JournalWriter(tmp_path, new_manifest(cfg, mode="test"))  # refused before the fix
     again.close()
     assert replay(again.run_dir)[0].ok
+
+
+def test_runner_process_row_when_quote_is_a_bulk_row_then_same_entries_as_process(
+    tmp_path: Path,
+) -> None:
+    """A quote journaled as a row of bulk rows (the sim's path) is the same entry, with the
+    same effects, as the quote journaled as a message; a clocked runner refuses it."""
+    from engine.codec import columns_rows
+    from engine.messages import KINDS
+
+    quotes = [
+        QuoteTick(
+            ts_recv=ts,
+            instrument="BTC-USD",
+            venue="V1",
+            bid_price=100 + ts,
+            bid_size=5,
+            ask_price=101 + ts,
+            ask_size=5,
+        )
+        for ts in (1, 2, 3)
+    ]
+    rows = columns_rows(
+        [KINDS.index(QuoteTick)] * 3,
+        {
+            name: [getattr(q, name) for q in quotes]
+            for name in (
+                "ts_recv",
+                "instrument",
+                "venue",
+                "bid_price",
+                "bid_size",
+                "ask_price",
+                "ask_size",
+            )
+        },
+    )
+    journaled = []
+    for via_rows in (False, True):
+        cfg = config(max_order_qty={"*": 1_000})
+        journal = JournalWriter(
+            tmp_path / str(via_rows), new_manifest(cfg, mode="test"), batch_size=3
+        )
+        runner = Runner(Engine(cfg), journal)
+        for i, msg in enumerate(quotes):
+            if i == 1:
+                runner.process(signal(2))
+            if via_rows:
+                runner.process_row(msg, rows, i)
+            else:
+                runner.process(msg)
+        runner.close()
+        journaled.append(list(JournalReader(journal.run_dir).entries()))
+    assert journaled[0] == journaled[1] and len(journaled[0]) > 4
+    clocked = Runner(
+        Engine(config()),
+        JournalWriter(tmp_path / "c", new_manifest(config(), mode="test")),
+        clock=lambda: 9,
+    )
+    with pytest.raises(RuntimeError, match="process_row: the runner stamps inputs"):
+        clocked.process_row(quotes[0], rows, 0)
