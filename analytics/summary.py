@@ -2,9 +2,11 @@
 
 Invariants:
 - The journal and its manifest are the only sources (the wall time of the run, which the
-  journal does not hold, is passed in). Polars scans the sealed IPC segments lazily
-  (`pl.scan_ipc(run_dir/"*.arrow")`); the open `.arrows` segment of an unfinished run is
-  not read, and the summary says so (`complete` False).
+  journal does not hold, is passed in). Polars scans the sealed segments lazily: each is
+  an IPC file of entries (`run_dir/NNNNNN.arrow`) and, if it journaled market data, one
+  of market data (`run_dir/market/NNNNNN.arrow`, the narrow `MARKET_SCHEMA`). A segment
+  with either file still open (`.arrows`: an unfinished run) is not read, and the
+  summary says so (`complete` False).
 - Quantities, fees and P&L are summed as integers in instrument or notional units and
   shown as `Decimal`s in human units (value / 10^precision, from the manifest's
   instruments). Floats appear only in ratios: fill rates, slippage in bps, events/s.
@@ -37,7 +39,8 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from engine.journal import read_manifest
+from engine.codec import MARKET_SCHEMA
+from engine.journal import MARKET_DIR, read_manifest
 from engine.messages import Instrument, Side
 from engine.positions import PositionBook
 
@@ -148,12 +151,53 @@ def _dec(value: int, places: int) -> Decimal:
     return Decimal(value).scaleb(-places)
 
 
-def _frames(run_dir: Path) -> dict[str, pl.DataFrame]:
-    """Collect, in one pass over the sealed segments, the tables the summary needs."""
-    lf = pl.scan_ipc(str(run_dir / "*.arrow"))
+_SEGMENT = "[0-9]" * 6
+
+
+def _segment_files(folder: Path) -> tuple[set[str], dict[str, Path]]:
+    """The numbers of a folder's open segment files and its sealed ones by number (the
+    open ones listed first: a file sealed meanwhile is seen at least once)."""
+    opened = {p.stem for p in folder.glob(_SEGMENT + ".arrows")}
+    return opened, {p.stem: p for p in folder.glob(_SEGMENT + ".arrow")}
+
+
+def _sealed_files(run_dir: Path) -> tuple[list[Path], list[Path], bool]:
+    """The entries files and market-data files of the segments sealed in both (a segment
+    without market data has no market-data file), and whether every segment is. The
+    entries are listed first: the writer seals a segment's market data before them."""
+    entries_open, entries = _segment_files(run_dir)
+    market_open, market = _segment_files(run_dir / MARKET_DIR)
+    sealed = [
+        stem
+        for stem in sorted(entries)
+        if stem in market or stem not in market_open  # a sealed .arrow wins over .arrows
+    ]
+    segments = entries_open | set(entries)
+    complete = len(sealed) == len(segments)
+    return [entries[s] for s in sealed], [market[s] for s in sealed if s in market], complete
+
+
+def _frames(entries: list[Path], market: list[Path]) -> dict[str, pl.DataFrame]:
+    """Collect, in one pass over the sealed segments (their entries files and market-data
+    files), the tables the summary needs."""
+    lf = pl.scan_ipc(entries)
     kind = pl.col("kind").cast(pl.String)
+
+    def everything(*cols: str) -> pl.LazyFrame:
+        """The columns of every entry: market data (inputs without a cause) is in the
+        market-data files, which have MARKET_SCHEMA's columns only (others are null)."""
+        if not market:
+            return lf.select(cols)
+        narrow = pl.scan_ipc(market).select(c for c in cols if c in MARKET_SCHEMA.names)
+        return pl.concat([lf.select(cols), narrow], how="diagonal")
+
+    # market-data kinds journaled with a cause are in the entries files: both are read
+    quotes = everything("seq", "kind", "instrument", "venue", "bid_price", "ask_price")
+    trades = everything("seq", "kind", "instrument", "venue", "price")
     queries: dict[str, pl.LazyFrame] = {
-        "kinds": lf.group_by(kind.alias("kind")).agg(
+        "kinds": everything("kind", "cause", "ts_recv")
+        .group_by(kind.alias("kind"))
+        .agg(
             pl.len().alias("n"),
             pl.col("cause").is_null().sum().alias("inputs"),
             pl.col("ts_recv").min().alias("first_ts"),
@@ -176,10 +220,10 @@ def _frames(run_dir: Path) -> dict[str, pl.DataFrame]:
         "alerts": lf.filter(kind == "Alert").select("cause", "code"),
         "signal_rejects": lf.filter(kind == "SignalRejected").select("seq", "code", "reason"),
         "order_rejects": lf.filter(kind == "OrderRejected").select("seq", "venue", "reason"),
-        "quotes": lf.filter(kind == "QuoteTick")
+        "quotes": quotes.filter(kind == "QuoteTick")
         .group_by("instrument", "venue")
         .agg(pl.col("bid_price", "ask_price").sort_by("seq").last()),
-        "trades": lf.filter(kind == "TradeTick")
+        "trades": trades.filter(kind == "TradeTick")
         .group_by("instrument", "venue")
         .agg(pl.col("price").sort_by("seq").last()),
     }
@@ -249,9 +293,8 @@ def summarize(run_dir: str | Path, *, wall_s: float | None = None) -> RunSummary
     manifest = read_manifest(run_dir)
     instruments = {i.instrument: i for i in msgspec.convert(manifest.instruments, list[Instrument])}
     default_venue: dict[str, str] = dict(manifest.config.get("default_venue", {}))
-    sealed = sorted(run_dir.glob("*.arrow"))
-    complete = not any(run_dir.glob("*.arrows"))
-    f = _frames(run_dir) if sealed else _empty_frames()
+    entries_files, market_files, complete = _sealed_files(run_dir)
+    f = _frames(entries_files, market_files) if entries_files else _empty_frames()
 
     kinds = {row["kind"]: row for row in f["kinds"].iter_rows(named=True)}
     count = {k: int(v["n"]) for k, v in kinds.items()}

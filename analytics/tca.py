@@ -1,14 +1,21 @@
 """Transaction-cost analysis over run journals, with Polars and DuckDB on the Arrow files.
 
 Invariants:
-- The journals are the only source. Sealed segments (`NNNNNN.arrow`, IPC files) are
-  memory-mapped and only the columns TCA uses are decompressed, two segments at a time;
-  the rows of each kind are counted first (from the `kind` column alone), then picked
+- The journals are the only source. A segment is two IPC files: its entries
+  (`NNNNNN.arrow`, `engine.codec.SCHEMA`) and, if it journaled any, its market data
+  (`market/NNNNNN.arrow`, the narrow `MARKET_SCHEMA`: the quotes are there). A segment is
+  sealed when both are; the sealed segments before the first that is not are
+  memory-mapped and only the columns TCA uses (those a file has) are decompressed, two
+  segments at a time, the entries file then the market-data file (each in seq order, so
+  each kind's rows stay in seq order; a market kind in both files, which only an input
+  with a cause can make, is put back in seq order); the rows of each kind are counted
+  first (from the `kind` column alone), then picked
   by the `kind` dictionary code (the `messages.KINDS` index) straight into numpy arrays
   made once at their full length (`_Sink`): numbers and codes (instrument, venue, enums)
-  as numpy, text as Arrow until it is handed to Polars. The unsealed `NNNNNN.arrows`
-  stream of a crashed or running run is read with `engine.journal.JournalReader` (whole
-  batches up to a torn tail), only its batches after the last sealed seq. Order ids are
+  as numpy, text as Arrow until it is handed to Polars. The rest (the open `.arrows`
+  files of a crashed or running run) is read with `engine.journal.JournalReader` (whole
+  groups up to a torn tail, market data merged in), only its batches after the last
+  sealed seq. Order ids are
   matched by their engine numbers, as-of lookups are binary searches by (instrument,
   venue) key and per-order sums are vectorised, all in numpy, in steps and chunks that
   keep temporaries small and on two threads where the work allows (the results do not
@@ -68,8 +75,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from analytics.buckets import distance_bucket, size_bucket, tod_bucket, touch_distance_ticks
-from engine.codec import SCHEMA
-from engine.journal import JournalError, JournalReader, read_manifest
+from engine.codec import MARKET_KINDS, MARKET_SCHEMA, SCHEMA
+from engine.journal import MARKET_DIR, JournalError, JournalReader, read_manifest
 from engine.messages import Instrument
 
 __all__ = [
@@ -169,8 +176,9 @@ class RunInfo(msgspec.Struct, frozen=True, kw_only=True):
     mode: str
     status: str
     instruments: dict[str, Instrument]
-    sealed: tuple[str, ...]
-    unsealed: bool  # an open .arrows segment exists (a crashed or running run)
+    sealed: tuple[str, ...]  # the entries files of the sealed segments (before any other)
+    market: tuple[str | None, ...]  # each sealed segment's market-data file (None: none)
+    unsealed: bool  # a segment is not sealed (an open .arrows file: a crashed or running run)
 
 
 @dataclass(frozen=True)
@@ -239,8 +247,7 @@ def open_run(run_dir: str | Path) -> RunInfo:
         instruments = msgspec.convert(manifest.instruments, list[Instrument])
     except msgspec.ValidationError as exc:
         raise TcaError(f"{path}/manifest.json instruments: {exc}") from None
-    sealed = tuple(str(p) for p in sorted(path.glob("[0-9]" * 6 + ".arrow")))
-    unsealed = any(not p.with_suffix(".arrow").exists() for p in path.glob("[0-9]" * 6 + ".arrows"))
+    sealed, market, unsealed = _sealed_segments(path)
     return RunInfo(
         run_id=manifest.run_id,
         run_dir=str(path),
@@ -248,12 +255,58 @@ def open_run(run_dir: str | Path) -> RunInfo:
         status=manifest.status,
         instruments={i.instrument: i for i in instruments},
         sealed=sealed,
+        market=market,
         unsealed=unsealed,
     )
 
 
-def _empty(columns: Sequence[str]) -> pl.LazyFrame:
+_SEGMENT = "[0-9]" * 6
+
+
+def _files(folder: Path) -> tuple[set[str], dict[str, Path]]:
+    """The segment numbers of a folder's open files and its sealed files by number. The
+    open ones are listed first: a file sealed meanwhile is then seen at least once."""
+    opened = {p.stem for p in folder.glob(_SEGMENT + ".arrows")}
+    return opened, {p.stem: p for p in folder.glob(_SEGMENT + ".arrow")}
+
+
+def _sealed_segments(path: Path) -> tuple[tuple[str, ...], tuple[str | None, ...], bool]:
+    """The sealed segments before the first that is not (their entries files and
+    market-data files, None where a segment has none) and whether any segment is not.
+
+    A segment is sealed when its entries file and its market-data file (if any) both
+    are. The writer seals the market data first, so the entries are listed first: an
+    entries file seen sealed has its market-data file sealed (or none) for good."""
+    entries_open, entries = _files(path)
+    market_open, market = _files(path / MARKET_DIR)
+    segments = sorted(entries_open | set(entries))
+    sealed: list[str] = []
+    markets: list[str | None] = []
+    for stem in segments:
+        if stem not in entries or (stem in market_open and stem not in market):
+            break
+        sealed.append(str(entries[stem]))
+        markets.append(str(market[stem]) if stem in market else None)
+    return tuple(sealed), tuple(markets), len(sealed) < len(segments)
+
+
+def _empty_frame(columns: Sequence[str]) -> pl.LazyFrame:
     return pl.from_arrow(SCHEMA.empty_table().select(list(columns))).lazy()  # type: ignore[union-attr]
+
+
+def _scan_sealed(info: RunInfo, cols: list[str]) -> pl.LazyFrame:
+    """The sealed segments' entries (the columns `cols`) in seq order: the entries files
+    and the market-data files (null where MARKET_SCHEMA has no such column) merged."""
+    key = cols if "seq" in cols else ["seq", *cols]
+    frame = pl.scan_ipc(list(info.sealed)).select(key)
+    market = [m for m in info.market if m is not None]
+    if market:
+        schema = frame.collect_schema()
+        narrow = pl.scan_ipc(market).select(
+            pl.col(c) if c in MARKET_SCHEMA.names else pl.lit(None, schema[c]).alias(c) for c in key
+        )
+        frame = frame.merge_sorted(narrow, key="seq")
+    return frame if key is cols else frame.select(cols)
 
 
 def scan_run(info: RunInfo, columns: Sequence[str] = TCA_COLUMNS) -> pl.LazyFrame:
@@ -261,11 +314,13 @@ def scan_run(info: RunInfo, columns: Sequence[str] = TCA_COLUMNS) -> pl.LazyFram
     parts: list[pl.LazyFrame] = []
     cols = list(columns)
     if info.sealed:
-        parts.append(pl.scan_ipc(list(info.sealed)).select(cols))
+        parts.append(_scan_sealed(info, cols))
     if info.unsealed:
         last_sealed = -1
         if info.sealed:
-            top = pl.scan_ipc(list(info.sealed)).select(pl.col("seq").max()).collect().item()
+            files = [list(info.sealed), [m for m in info.market if m is not None]]
+            seqs = pl.concat([pl.scan_ipc(f).select("seq") for f in files if f])
+            top = seqs.select(pl.col("seq").max()).collect().item()
             last_sealed = -1 if top is None else int(top)
         try:
             reader = JournalReader(info.run_dir)
@@ -280,7 +335,7 @@ def scan_run(info: RunInfo, columns: Sequence[str] = TCA_COLUMNS) -> pl.LazyFram
             table = pa.Table.from_batches(batches)
             parts.append(pl.from_arrow(table).lazy())  # type: ignore[union-attr]
     if not parts:
-        return _empty(cols)
+        return _empty_frame(cols)
     return parts[0] if len(parts) == 1 else pl.concat(parts, how="vertical")
 
 
@@ -369,6 +424,16 @@ _TEXT_FIRST = {
     ("submits", "account"): 3,
     ("submits", "strategy"): 4,
 }
+# The groups of market-data kinds: the only ones whose rows a segment can hold in both of
+# its files (an input without a cause goes to the market-data file, one with a cause, to
+# the entries). They read numbers and codes only (`_Sink.seq_order` puts them in order).
+_MARKET_GROUPS = tuple(
+    g
+    for g, (kinds, _) in enumerate(_READS.values())
+    if {cls.__name__ for cls in MARKET_KINDS} & set(kinds)
+)
+if any(set(list(_READS.values())[g][1].values()) - {"i", "c", "e", "k"} for g in _MARKET_GROUPS):
+    raise TypeError("_READS: a market-data kind read as text cannot be put back in seq order")
 # For instrument and venue, whether each group reads it (indexed by group; -1: none).
 _WANTS = {
     c: np.array([c in spec for _, spec in _READS.values()] + [False, False])
@@ -621,6 +686,16 @@ class _Sink:
                                 text = pc.if_else(positive, pa.scalar(None, text.type), text)
                     self.text[name][col][segment].append((text, k))
 
+    def seq_order(self, g: int, lo: int, hi: int) -> None:
+        """Sort rows [lo, hi) of group g (one of `_MARKET_GROUPS`) by seq."""
+        name = list(_READS)[g]
+        cols = self.cols[name]
+        order = np.argsort(cols["seq"][lo:hi], kind="stable")
+        with self.lock:
+            nulls = list(self.nulls[name].values())
+        for values in (*cols.values(), *nulls):
+            values[lo:hi] = values[lo:hi][order]
+
     def tables(self) -> tuple[dict[str, _Table], dict[str, list[str]], dict[str, list[str]]]:
         """The tables, the run's instrument and venue names (sorted: a code is a
         position) and the enums' values (in code order)."""
@@ -698,48 +773,70 @@ class _Segment:
         lo, hi = (v.as_py() for v in pc.min_max(batch.column("ts_recv")).values())
         self.first_ts = lo if self.first_ts is None else min(self.first_ts, lo)
         self.last_ts = hi if self.last_ts is None else max(self.last_ts, hi)
-        self.last_seq = batch.column("seq")[batch.num_rows - 1].as_py()
+        last = batch.column("seq")[batch.num_rows - 1].as_py()
+        self.last_seq = last if self.last_seq is None else max(self.last_seq, last)
 
 
 def _open_sealed(path: str, columns: Sequence[str]) -> pa.ipc.RecordBatchFileReader:
+    """Open a sealed file memory-mapped, to read only those of `columns` it has (a
+    market-data file has only MARKET_SCHEMA's); a row of a kind it holds has none of
+    the others."""
     names = pa.ipc.open_file(pa.memory_map(path)).schema.names
-    wanted = [names.index(c) for c in columns]
+    wanted = [names.index(c) for c in columns if c in names]
     options = pa.ipc.IpcReadOptions(use_threads=False, included_fields=wanted)
     return pa.ipc.open_file(pa.memory_map(path), options=options, memory_pool=_POOL)
 
 
-def _count_sealed(path: str, last_seq: bool) -> tuple[np.ndarray, int]:
-    """Rows per group in a sealed segment and (if asked) the seq of its last row, -1
-    if none (only its `kind` and `seq` columns are read)."""
+def _files_of(entries: str, market: str | None) -> list[str]:
+    return [entries] if market is None else [entries, market]
+
+
+def _count_sealed(entries: str, market: str | None, last_seq: bool) -> tuple[np.ndarray, int]:
+    """Rows per group in a sealed segment (its entries and market-data files) and (if
+    asked) its last seq, -1 if none (only the `kind` and `seq` columns are read)."""
     counts = np.zeros(_SIGNAL_REJECTED + 1, np.int64)
     last = -1
-    try:
-        reader = _open_sealed(path, ["seq", "kind"] if last_seq else ["kind"])
-        for i in range(reader.num_record_batches):
-            batch = reader.get_batch(i)
-            counts += _counts(_groups(batch.column("kind")))
-            if last_seq and batch.num_rows:
-                last = batch.column("seq")[batch.num_rows - 1].as_py()
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        raise TcaError(f"{path}: not a readable journal segment ({exc})") from None
+    for path in _files_of(entries, market):
+        try:
+            reader = _open_sealed(path, ["seq", "kind"] if last_seq else ["kind"])
+            for i in range(reader.num_record_batches):
+                batch = reader.get_batch(i)
+                counts += _counts(_groups(batch.column("kind")))
+                if last_seq and batch.num_rows:
+                    last = max(last, batch.column("seq")[batch.num_rows - 1].as_py())
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise TcaError(f"{path}: not a readable journal segment ({exc})") from None
     return counts, last
 
 
-def _read_sealed(path: str, sink: _Sink, segment: int, at: np.ndarray) -> _Segment:
+def _read_sealed(
+    entries: str, market: str | None, sink: _Sink, segment: int, at: np.ndarray
+) -> _Segment:
     """Read one sealed segment, memory-mapped, decompressing only the columns TCA uses,
-    into the sink from offsets `at`."""
+    into the sink from offsets `at`: its entries file, then its market-data file. Each
+    file is in seq order, so each group's rows are too, unless both files have some (a
+    market-data kind journaled with a cause goes to the entries file): those are sorted."""
     seg = _Segment()
-    try:
-        reader = _open_sealed(path, _columns())
-        for i in range(reader.num_record_batches):
-            batch = reader.get_batch(i)
-            if batch.num_rows:
-                group = _groups(batch.column("kind"))
-                counts = _counts(group)
-                sink.add(batch, group, counts, at, segment)
-                seg.add(batch, counts)
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        raise TcaError(f"{path}: not a readable journal segment ({exc})") from None
+    start = at.copy()
+    middle = at
+    for n, path in enumerate(_files_of(entries, market)):
+        if n:  # the market-data file
+            middle = at.copy()
+        try:
+            reader = _open_sealed(path, _columns())
+            for i in range(reader.num_record_batches):
+                batch = reader.get_batch(i)
+                if batch.num_rows:
+                    group = _groups(batch.column("kind"))
+                    counts = _counts(group)
+                    sink.add(batch, group, counts, at, segment)
+                    seg.add(batch, counts)
+        except (pa.ArrowException, OSError, ValueError, KeyError) as exc:
+            # KeyError: a market-data file holding a kind with columns it lacks
+            raise TcaError(f"{path}: not a readable journal segment ({exc})") from None
+    for g in _MARKET_GROUPS:
+        if start[g] < middle[g] < at[g]:
+            sink.seq_order(g, int(start[g]), int(at[g]))
     return seg
 
 
@@ -759,13 +856,16 @@ class _Entries:
 
 
 def _collect(info: RunInfo) -> _Entries:
-    """Read the rows of the kinds TCA needs, in seq order: the sealed segments in
-    parallel (one thread each, two at a time; pyarrow and numpy release the GIL), then
-    the unsealed tail through `JournalReader` (its batches after the last sealed seq).
-    The rows of each kind are counted first, so that each column is allocated once and
-    filled where its rows go."""
+    """Read the rows of the kinds TCA needs, in seq order: the sealed segments (entries
+    and market data) in parallel (one thread each, two at a time; pyarrow and numpy
+    release the GIL), then the unsealed tail through `JournalReader` (its batches after
+    the last sealed seq). The rows of each kind are counted first, so that each column
+    is allocated once and filled where its rows go."""
+    sealed = len(info.sealed)
+    if len(info.market) != sealed:
+        raise TcaError(f"{info.run_dir}: {sealed} sealed segments but {len(info.market)} market")
     with ThreadPoolExecutor(max_workers=2) as pool:
-        read = list(pool.map(_count_sealed, info.sealed, [info.unsealed] * len(info.sealed)))
+        read = list(pool.map(_count_sealed, info.sealed, info.market, [info.unsealed] * sealed))
     counted = [c for c, _ in read]
     tail: list[tuple[pa.RecordBatch, np.ndarray, np.ndarray]] = []
     if info.unsealed:
@@ -786,16 +886,17 @@ def _collect(info: RunInfo) -> _Entries:
             pool.map(
                 _read_sealed,
                 info.sealed,
-                [sink] * len(info.sealed),
-                range(len(info.sealed)),
-                [starts[i].copy() for i in range(len(info.sealed))],
+                info.market,
+                [sink] * sealed,
+                range(sealed),
+                [starts[i].copy() for i in range(sealed)],
             )
         )
     if info.unsealed:
         seg = _Segment()
-        at = starts[len(info.sealed)].copy()
+        at = starts[sealed].copy()
         for batch, group, counts in tail:
-            sink.add(batch, group, counts, at, len(info.sealed))
+            sink.add(batch, group, counts, at, sealed)
             seg.add(batch, counts)
         segs.append(seg)
         del tail

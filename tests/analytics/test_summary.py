@@ -197,6 +197,36 @@ def test_render_when_summary_then_prints_every_section(run_dir: Path) -> None:
         assert needle in text, needle
 
 
+def test_summary_when_market_file_open_then_segment_not_read_and_incomplete(
+    run_dir: Path,
+) -> None:
+    # the quotes are in the segment's market-data file; while it is open (the writer
+    # seals it before the entries file) the segment is not read
+    assert (run_dir / "market" / "000000.arrow").is_file()
+    (run_dir / "market" / "000000.arrow").rename(run_dir / "market" / "000000.arrows")
+    s = summarize(run_dir)
+    assert not s.complete and (s.entries, s.market_rows, s.fills) == (0, 0, 0)
+
+
+def test_summary_when_quote_has_a_cause_then_read_from_the_entries_file(tmp_path: Path) -> None:
+    # an input with a cause is not market data: the mark comes from the entries file
+    entries: list[tuple[Message, int | None]] = [
+        (quote(1, 9_990, 10_010), None),
+        (signal(2, "s1", Side.BUY, 10, 10_000), None),
+        (order(2, "o1", "s1", Side.BUY, 10), 1),
+        (fill(3, "o1", "t1", 10_010, 10, 20), None),
+        (quote(4, 10_080, 10_100), 3),  # the mark, mid 100.90
+    ]
+    config = EngineConfig(run_id="hand", instruments=(X,))
+    with JournalWriter(tmp_path, new_manifest(config, mode="sim"), fsync="none") as journal:
+        for msg, cause in entries:
+            journal.append(msg, cause)
+    s = summarize(tmp_path / "hand")
+    assert (s.entries, s.inputs, s.market_rows, s.complete) == (5, 3, 2, True)
+    (pos,) = s.positions
+    assert (pos.qty, pos.mark, pos.unrealised) == (10, Decimal("100.90"), Decimal("8.00"))
+
+
 def test_summary_when_golden_journal_then_pnl_equals_engine_replay() -> None:
     s = summarize(GOLDEN)
     _, engine = replay(GOLDEN, verify=False)

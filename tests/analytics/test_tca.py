@@ -13,6 +13,7 @@ from analytics.tca import (
     BY_FIELDS,
     TcaError,
     _attach,
+    _collect,
     aggregate,
     find_runs,
     load_tca,
@@ -322,10 +323,73 @@ def test_load_tca_when_run_crashed_with_rotated_segments_then_same_as_closed(
     try:
         info = open_run(crashed)
         assert info.unsealed and len(info.sealed) == 1
+        assert info.market[0] is not None  # the sealed segment's quotes are in market/
         assert load_tca(crashed).orders.equals(load_tca(closed).orders)
         assert scan_run(info).select(pl.len()).collect().item() == len(ENTRIES)
+        seqs = scan_run(info).select("seq").collect().to_series().to_list()
+        assert seqs == list(range(len(ENTRIES)))
     finally:
         writer.close()
+
+
+def test_load_tca_when_many_sealed_segments_then_quotes_read_from_market_files(
+    tmp_path: Path, hand: Path
+) -> None:
+    manifest = new_manifest(EngineConfig(run_id="hand", instruments=(X,)), mode="sim")
+    with JournalWriter(tmp_path, manifest, fsync="none", batch_size=2, segment_bytes=1) as journal:
+        for msg, cause in ENTRIES:
+            journal.append(msg, cause)
+    run = tmp_path / "hand"
+    info = open_run(run)
+    assert not info.unsealed and len(info.sealed) > 3
+    assert len(info.market) == len(info.sealed)
+    assert any(m is None for m in info.market) and any(m is not None for m in info.market)
+    assert all(Path(m).parent.name == "market" for m in info.market if m is not None)
+    tca, closed = load_tca(run), load_tca(hand)
+    assert tca.orders.equals(closed.orders) and tca.fills.equals(closed.fills)
+    frame = scan_run(info, ["seq", "kind", "bid_price", "order_id"]).collect()
+    assert frame["seq"].to_list() == list(range(len(ENTRIES)))
+    assert frame.filter(pl.col("kind") == "QuoteTick")["bid_price"].to_list() == [
+        9_998,
+        9_999,
+        10_000,
+        10_006,
+        10_010,
+        10_020,
+    ]
+
+
+def test_load_tca_when_quotes_journaled_with_a_cause_then_same_as_without(
+    tmp_path: Path, hand: Path
+) -> None:
+    # an input with a cause is not market data: its rows go to the entries file, in the
+    # same segment as the market-data file's quotes, and are put back in seq order
+    entries = list(ENTRIES)
+    for at in (7, 19):
+        entries[at] = (entries[at][0], at - 1)
+    run = write_run(tmp_path, "hand", entries)
+    info = open_run(run)
+    assert info.sealed and all(m is not None for m in info.market)
+    quotes = _collect(info).tables["quotes"].cols["seq"].tolist()
+    assert quotes == [0, 1, 7, 11, 19, 24]  # each kind's rows in seq order
+    tca, closed = load_tca(run), load_tca(hand)
+    assert tca.orders.equals(closed.orders) and tca.fills.equals(closed.fills)
+    assert scan_run(info).select("seq").collect().to_series().to_list() == list(range(len(ENTRIES)))
+
+
+def test_load_tca_when_market_file_still_open_then_segment_read_as_unsealed(
+    tmp_path: Path, hand: Path
+) -> None:
+    # the writer seals a segment's market data first, then its entries; a segment with
+    # either file still open is read through the journal reader, not as sealed
+    shutil.copytree(hand, tmp_path / "hand")
+    run = tmp_path / "hand"
+    (run / "market" / "000000.arrow").rename(run / "market" / "000000.arrows")
+    info = open_run(run)
+    assert info.unsealed and info.sealed == () and info.market == ()
+    tca, closed = load_tca(run), load_tca(hand)
+    assert tca.orders.equals(closed.orders) and tca.fills.equals(closed.fills)
+    assert scan_run(info).select(pl.len()).collect().item() == len(ENTRIES)
 
 
 def test_find_runs_when_folder_glob_or_bad_path_then_runs_or_error(
