@@ -45,7 +45,9 @@ Invariants:
 - Record batch buffers may be compressed (`compression="lz4"`, the default, or "zstd", or
   None); the chain covers the compressed bytes.
 - fsync policy: "always" after every batch written; "batch" after each full batch, on
-  rotation and on close; "none" only when sealing and closing. `flush(durable=True)`
+  rotation and on close; "none" only when sealing and closing. Under "none" the Arrow
+  write of a full group runs in a thread while appends go on (one at a time, finished in
+  order before the next group, a flush or a close, which raise its failure). `flush(durable=True)`
   always fsyncs. The manifest is fsynced on every write.
 - Reopening a run (after a crash or a close) continues it in a new segment; the manifest
   given must match the stored one in everything but status, head_hash and entries.
@@ -831,75 +833,65 @@ def _template_footer(schema: pa.Schema, batches: int) -> bytearray:
     return bytearray(data[len(data) - 10 - length : len(data) - 10])
 
 
-# --- writer ---------------------------------------------------------------------------------
-
-
-class _Sink:
-    """The file under an open segment's IPC stream writer: buffered, counting, and hashing
-    what is written while a group is being written (`digest`)."""
-
-    __slots__ = ("closed", "digest", "file", "position")
-
-    def __init__(self, path: Path) -> None:
-        self.file = open(path, "wb", buffering=_IO_BUFFER)  # noqa: SIM115 (closed in close)
-        self.position = 0
-        self.digest: Any = None
-        self.closed = False
-
-    def write(self, data: Any) -> int:
-        if self.digest is not None:
-            self.digest.update(data)
-        written: int = self.file.write(data)
-        self.position += written
-        return written
-
-    def tell(self) -> int:
-        return self.position
-
-    def flush(self) -> None:
-        self.file.flush()
-
-    def close(self) -> None:
-        self.closed = True
-        self.file.close()
-
-    def writable(self) -> bool:
-        return True
+def _hash_range(fd: int, start: int, end: int, digest: Any) -> None:
+    """Feed bytes [start, end) of the file open as `fd` to `digest` (no GIL held for
+    the reads or the hashing of large chunks)."""
+    while start < end:
+        chunk = os.pread(fd, min(end - start, 4 * _IO_BUFFER), start)
+        if not chunk:
+            raise JournalError(f"fd {fd}: ended at byte {start} while hashing to {end}")
+        digest.update(chunk)
+        start += len(chunk)
 
 
 class _Stream:
     """One open segment file being written: `path`, the IPC file magic, then an IPC stream
     of `schema` whose writer is made with the first batch (so the schema and dictionaries
-    are part of the first group's bytes)."""
+    are part of the first group's bytes). The bytes of each batch written are read back
+    from the page cache and hashed: no Python runs while Arrow writes, so a thread can."""
 
-    __slots__ = ("_ipc", "_options", "dir_synced", "path", "schema", "sink", "unsynced")
+    __slots__ = (
+        "_ipc",
+        "_options",
+        "_read",
+        "dir_synced",
+        "path",
+        "raw",
+        "schema",
+        "sink",
+        "unsynced",
+    )
 
     def __init__(self, path: Path, schema: pa.Schema, compression: Compression) -> None:
         self.path = path
         self.schema = schema
         self._options = _write_options(compression)
-        self.sink = _Sink(path)
+        self.raw = pa.OSFile(str(path), "wb")
+        self.sink = pa.BufferedOutputStream(self.raw, _IO_BUFFER)
         self.sink.write(_FILE_MAGIC)  # sealing then only appends the footer (see `_seal`)
+        self._read = os.open(path, os.O_RDONLY)
         self._ipc: Any = None
         self.unsynced = False
         self.dir_synced = False
 
-    def write(self, batch: pa.RecordBatch, meta: Meta, digest: Any) -> None:
-        """Write one batch, its bytes (and the stream's start, first time) into `digest`."""
-        self.sink.digest = digest
-        try:
-            if self._ipc is None:
-                self._ipc = pa.ipc.new_stream(
-                    pa.PythonFile(self.sink, mode="w"), self.schema, options=self._options
-                )
-            self._ipc.write_batch(batch, custom_metadata=meta)
-        finally:
-            self.sink.digest = None
+    @property
+    def position(self) -> int:
+        return int(self.sink.tell())
+
+    def write(self, batch: pa.RecordBatch, meta: Meta) -> None:
+        """Write one batch (after the stream's schema and dictionaries, first time)."""
+        if self._ipc is None:
+            self._ipc = pa.ipc.new_stream(self.sink, self.schema, options=self._options)
+        self._ipc.write_batch(batch, custom_metadata=meta)
         self.sink.flush()
         self.unsynced = True
 
+    def hash(self, start: int, digest: Any) -> None:
+        """Feed what was written from byte `start` on to `digest`."""
+        _hash_range(self._read, start, self.position, digest)
+
     def fsync(self) -> None:
-        os.fsync(self.sink.file.fileno())
+        os.fsync(self.raw.fileno())
         self.unsynced = False
 
     def end(self, fsync: bool) -> None:
@@ -910,12 +902,17 @@ class _Stream:
         if fsync and self.unsynced:
             self.fsync()
         self.sink.close()
+        os.close(self._read)
 
     def abandon(self) -> None:
         """Close the file without an EOS: the stream may end inside a batch (a torn tail)."""
         # the disk that failed the batch may fail this too: the tail is torn then
         with contextlib.suppress(OSError, pa.ArrowException):
             self.sink.close()
+        os.close(self._read)
+
+
+# --- writer ---------------------------------------------------------------------------------
 
 
 class JournalWriter:
@@ -933,6 +930,9 @@ class JournalWriter:
         "_dir_synced",
         "_encoders",
         "_failed",
+        "_io",
+        "_io_done",
+        "_io_error",
         "_lock",
         "_pieces",
         "_prev",
@@ -996,6 +996,12 @@ class JournalWriter:
         self._dir_synced = False  # the market-data directory's entry
         self._sealer: threading.Thread | None = None  # sealing the previous segment
         self._seal_error: BaseException | None = None
+        # Under fsync "none", writing a full group (build, compress, hash, write) in a
+        # thread while appends go on: one at a time, joined before the next group, a
+        # flush, head_hash or close (which raise what it raised, failing the writer).
+        self._io: threading.Thread | None = None
+        self._io_done: tuple[list[tuple[_Stream, pa.RecordBatch, int]], bool] = ([], False)
+        self._io_error: BaseException | None = None
         self._failed: str | None = None
         self._closed = False
         if (self.run_dir / MANIFEST).exists():
@@ -1066,7 +1072,8 @@ class JournalWriter:
 
     @property
     def head_hash(self) -> str:
-        """Hash of the last batch written (the chain head), hex."""
+        """The chain after the last group written (the head), hex."""
+        self._join_io()
         return self._prev.hex()
 
     def append(self, msg: Message, cause: int | None = None) -> int:
@@ -1176,6 +1183,7 @@ class JournalWriter:
         """Write pending entries as a batch; with `durable`, fsync them (write-ahead)."""
         if self._failed is not None or self._closed:
             raise self._refusal(None, None)
+        self._join_io()
         if self._seq > self._written:
             self._write_batch(full=False, durable=durable)
         elif durable and any(stream.unsynced for stream in self._streams):
@@ -1185,6 +1193,9 @@ class JournalWriter:
         """Write pending entries, seal the open segment and mark the manifest closed."""
         if self._closed:
             return
+        if self._failed is None:
+            with contextlib.suppress(BaseException):  # it failed the writer: refused below
+                self._join_io()
         if self._failed is not None:
             self._abandon()
             raise self._refusal(None, None)
@@ -1208,6 +1219,9 @@ class JournalWriter:
         """Close a failed writer's files and release the run, as the death of its process
         would: what reached the disk stays, and a new writer recovers the run."""
         self._closed = True
+        if self._io is not None:
+            self._io.join()
+            self._io = None
         for stream in self._streams:
             stream.abandon()
         self._streams = []
@@ -1231,14 +1245,23 @@ class JournalWriter:
             self._abandon()  # the failure's exception is the one that matters
 
     def _write_batch(self, *, full: bool, durable: bool) -> None:
-        """Write everything pending (built parts and builder rows) as one group: its market
-        data (if any) as a batch of the market-data file, then the others (maybe none) as
-        a batch of the entries file, chained by the bytes written."""
+        """Write everything pending (built parts and builder rows) as one group: its
+        market data (if any) as a batch of the market-data file, then the others (if any)
+        as a batch of the entries file, chained by the bytes written; fsync if the policy
+        says so; rotate the segment when it is full.
+
+        Under fsync "none" (nothing promised before close) the Arrow write of a full
+        group (compression and the write to the OS, which hold no GIL) runs in a thread
+        while appends go on; the group before is finished first (its bytes hashed, the
+        segment rotated), so groups are written one at a time, in order."""
         first = self._written
         rows = self._seq - first
         self._materialize()
         parts = cast(list[tuple[Rows, int, int]], self._pieces)  # no runs left
         self._pieces = []
+        self._written = first + rows
+        self._batch_end = self._written + self.batch_size
+        self._join_io()
         try:
             if self._seal_error is not None:
                 self._join_sealer()
@@ -1248,25 +1271,69 @@ class JournalWriter:
                 _LAST_SEQ: str(first + rows - 1).encode(),
                 _PREV: self._prev.hex().encode(),
             }
-            digest = hashlib.sha256(self._prev)
             if not self._streams:
                 self._open_segment()
-            if market is not None:
-                if len(self._streams) == 1:
-                    self._open_market()
-                self._streams[1].write(market, meta, digest)
-            if entries is not None:
-                self._streams[0].write(entries, meta, digest)
-            self._written = first + rows
-            self._batch_end = self._written + self.batch_size
-            self._prev = digest.digest()
-            if durable or self.fsync == "always" or (full and self.fsync == "batch"):
-                self._fsync()
-            if sum(stream.sink.position for stream in self._streams) >= self.segment_bytes:
-                self._seal_open_segment(background=True)
+            if market is not None and len(self._streams) == 1:
+                self._open_market()
+            writes = [
+                (stream, batch, stream.position)
+                for stream, batch in zip(
+                    self._streams[::-1], (market, entries)[2 - len(self._streams) :]
+                )
+                if batch is not None
+            ]
+            sync = durable or self.fsync == "always" or (full and self.fsync == "batch")
+            if full and self.fsync == "none":
+                self._io = threading.Thread(
+                    target=self._write_in_thread, args=(writes, meta), name="tape-journal-io"
+                )
+                self._io_done = (writes, sync)
+                self._io.start()
+                return
+            for stream, batch, _ in writes:
+                stream.write(batch, meta)
+            self._finish(writes, sync)
         except BaseException as exc:
             self._fail(exc)
             raise
+
+    def _write_in_thread(
+        self, writes: list[tuple[_Stream, pa.RecordBatch, int]], meta: Meta
+    ) -> None:
+        try:
+            for stream, batch, _ in writes:
+                stream.write(batch, meta)
+        except BaseException as exc:  # raised by the writer's next group, flush or close
+            self._io_error = exc
+
+    def _join_io(self) -> None:
+        """Finish the group being written in a thread; fail the writer if it failed."""
+        if self._io is None:
+            return
+        self._io.join()
+        self._io = None
+        writes, sync = self._io_done
+        self._io_done = ([], False)
+        try:
+            if self._io_error is not None:
+                raise self._io_error
+            self._finish(writes, sync)
+        except BaseException as exc:
+            self._io_error = None
+            self._fail(exc)
+            raise
+
+    def _finish(self, writes: list[tuple[_Stream, pa.RecordBatch, int]], sync: bool) -> None:
+        """Chain a written group (its bytes in the market-data file, then in the entries
+        file), fsync if `sync`, and rotate the segment when it is full."""
+        digest = hashlib.sha256(self._prev)
+        for stream, _, start in writes:
+            stream.hash(start, digest)
+        self._prev = digest.digest()
+        if sync:
+            self._fsync()
+        if sum(stream.position for stream in self._streams) >= self.segment_bytes:
+            self._seal_open_segment(background=True)
 
     def _fail(self, exc: BaseException) -> None:
         """Refuse everything from now on: seqs were assigned that cannot be written.

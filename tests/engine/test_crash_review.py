@@ -377,6 +377,9 @@ class CrashingJournal:
     def append(self, msg: Message, cause: int | None = None) -> int:
         seq = self.live.writer.append(msg, cause)
         if seq == self.at:
+            # the crash comes once the group holding seq `at` reached the OS (under fsync
+            # "none" a full group is written by a thread: wait for it, nothing more)
+            self.live.writer.flush()
             shutil.copytree(self.live.writer.run_dir, self.into / RUN_ID)
             self.sent_at_crash = list(self.live.sent)
         return seq

@@ -820,3 +820,57 @@ def test_reader_when_a_sealed_segment_is_not_arrow_then_error_names_the_file(
     (tmp_path / "run-1" / "000000.arrow").write_bytes(b"not arrow at all")
     with pytest.raises(JournalError, match=r"000000\.arrow: not a readable Arrow IPC segment"):
         JournalReader(tmp_path / "run-1")
+
+
+def test_writer_when_a_threaded_group_write_fails_then_the_next_call_raises_and_run_recovers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under fsync "none" full groups are written by a thread: its failure is raised by the
+    writer's next group or flush (not lost), the writer refuses what follows, and a new
+    writer recovers every group written before."""
+    from engine import journal as journal_module
+
+    real = journal_module._Stream.write
+    calls = 0
+
+    def failing(self: Any, batch: pa.RecordBatch, meta: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise OSError(28, "No space left on device")
+        real(self, batch, meta)
+
+    monkeypatch.setattr(journal_module._Stream, "write", failing)
+    writer = JournalWriter(tmp_path, manifest(), batch_size=4, fsync="none")
+    for n in range(8):
+        writer.append(quote(n))  # groups 0 and 1 written; group 1 by a thread
+    with pytest.raises(OSError, match="No space left"):
+        for n in range(8, 16):
+            writer.append(quote(n))  # group 2 fails in its thread, raised at group 3
+        writer.flush()
+    with pytest.raises(JournalError, match="the writer failed earlier"):
+        writer.append(quote(99))
+    with pytest.raises(JournalError):
+        writer.close()
+    monkeypatch.setattr(journal_module._Stream, "write", real)
+    again = JournalWriter(tmp_path, manifest(), batch_size=4, fsync="none")
+    assert again.next_seq == 8  # groups 0 and 1
+    again.close()
+    reader = JournalReader(tmp_path / "run-1")
+    assert [e.msg for e in reader.entries()] == [quote(n) for n in range(8)]
+    assert reader.verify().ok
+
+
+def test_writer_when_groups_written_by_a_thread_then_bytes_equal_written_in_line(
+    tmp_path: Path,
+) -> None:
+    """fsync "none" (groups by a thread) and "batch" (in line) write the same bytes."""
+    for policy in ("none", "batch"):
+        with JournalWriter(tmp_path / policy, manifest(), batch_size=4, fsync=policy) as w:  # type: ignore[arg-type]
+            write_run(w, 40)
+    files = sorted(
+        str(p.relative_to(tmp_path / "none")) for p in (tmp_path / "none").rglob("*.arrow")
+    )
+    assert files and "run-1/market/000000.arrow" in files
+    for name in files:
+        assert (tmp_path / "none" / name).read_bytes() == (tmp_path / "batch" / name).read_bytes()
