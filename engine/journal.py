@@ -931,6 +931,7 @@ class JournalWriter:
         "_encoders",
         "_failed",
         "_io",
+        "_io_digest",
         "_io_done",
         "_io_error",
         "_lock",
@@ -1002,6 +1003,7 @@ class JournalWriter:
         self._io: threading.Thread | None = None
         self._io_done: tuple[list[tuple[_Stream, pa.RecordBatch, int]], bool] = ([], False)
         self._io_error: BaseException | None = None
+        self._io_digest: bytes | None = None  # the chain after the group the thread wrote
         self._failed: str | None = None
         self._closed = False
         if (self.run_dir / MANIFEST).exists():
@@ -1303,6 +1305,7 @@ class JournalWriter:
         try:
             for stream, batch, _ in writes:
                 stream.write(batch, meta)
+            self._io_digest = self._chain(writes)
         except BaseException as exc:  # raised by the writer's next group, flush or close
             self._io_error = exc
 
@@ -1326,14 +1329,22 @@ class JournalWriter:
     def _finish(self, writes: list[tuple[_Stream, pa.RecordBatch, int]], sync: bool) -> None:
         """Chain a written group (its bytes in the market-data file, then in the entries
         file), fsync if `sync`, and rotate the segment when it is full."""
-        digest = hashlib.sha256(self._prev)
-        for stream, _, start in writes:
-            stream.hash(start, digest)
-        self._prev = digest.digest()
+        if self._io_digest is None:
+            self._prev = self._chain(writes)
+        else:
+            self._prev, self._io_digest = self._io_digest, None
         if sync:
             self._fsync()
         if sum(stream.position for stream in self._streams) >= self.segment_bytes:
             self._seal_open_segment(background=True)
+
+    def _chain(self, writes: list[tuple[_Stream, pa.RecordBatch, int]]) -> bytes:
+        """The chain after a written group: prev, its bytes in the market-data file, then
+        in the entries file."""
+        digest = hashlib.sha256(self._prev)
+        for stream, _, start in writes:
+            stream.hash(start, digest)
+        return digest.digest()
 
     def _fail(self, exc: BaseException) -> None:
         """Refuse everything from now on: seqs were assigned that cannot be written.
