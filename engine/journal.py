@@ -143,6 +143,7 @@ _FIRST_SEQ = b"tape.first_seq"
 _LAST_SEQ = b"tape.last_seq"
 _PREV = b"tape.prev"
 _IO_BUFFER = 1 << 20
+_THREAD_ROWS = 1024  # smallest group written by a thread (a thread costs ~0.1-0.3 ms)
 _READ_OPTIONS = pa.ipc.IpcReadOptions(use_threads=False)  # measured faster on few cores
 
 
@@ -1253,9 +1254,10 @@ class JournalWriter:
         says so; rotate the segment when it is full.
 
         Under fsync "none" (nothing promised before close) the Arrow write of a full
-        group (compression and the write to the OS, which hold no GIL) runs in a thread
-        while appends go on; the group before is finished first (its bytes hashed, the
-        segment rotated), so groups are written one at a time, in order."""
+        group of at least _THREAD_ROWS entries (compression and the write to the OS, which
+        hold no GIL) runs in a thread while appends go on; the group before is finished
+        first (its bytes hashed, the segment rotated), so groups are written one at a
+        time, in order."""
         first = self._written
         rows = self._seq - first
         self._materialize()
@@ -1285,7 +1287,7 @@ class JournalWriter:
                 if batch is not None
             ]
             sync = durable or self.fsync == "always" or (full and self.fsync == "batch")
-            if full and self.fsync == "none":
+            if full and self.fsync == "none" and rows >= _THREAD_ROWS:
                 self._io = threading.Thread(
                     target=self._write_in_thread, args=(writes, meta), name="tape-journal-io"
                 )

@@ -841,6 +841,7 @@ def test_writer_when_a_threaded_group_write_fails_then_the_next_call_raises_and_
         real(self, batch, meta)
 
     monkeypatch.setattr(journal_module._Stream, "write", failing)
+    monkeypatch.setattr(journal_module, "_THREAD_ROWS", 1)  # groups of 4 by the thread
     writer = JournalWriter(tmp_path, manifest(), batch_size=4, fsync="none")
     for n in range(8):
         writer.append(quote(n))  # groups 0 and 1 written; group 1 by a thread
@@ -862,9 +863,20 @@ def test_writer_when_a_threaded_group_write_fails_then_the_next_call_raises_and_
 
 
 def test_writer_when_groups_written_by_a_thread_then_bytes_equal_written_in_line(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """fsync "none" (groups by a thread) and "batch" (in line) write the same bytes."""
+    from engine import journal as journal_module
+
+    threads: list[str] = []
+    real = journal_module.JournalWriter._write_in_thread
+
+    def counting(self: Any, *args: Any) -> None:
+        threads.append("group")
+        real(self, *args)
+
+    monkeypatch.setattr(journal_module, "_THREAD_ROWS", 1)
+    monkeypatch.setattr(journal_module.JournalWriter, "_write_in_thread", counting)
     for policy in ("none", "batch"):
         with JournalWriter(tmp_path / policy, manifest(), batch_size=4, fsync=policy) as w:  # type: ignore[arg-type]
             write_run(w, 40)
@@ -874,3 +886,4 @@ def test_writer_when_groups_written_by_a_thread_then_bytes_equal_written_in_line
     assert files and "run-1/market/000000.arrow" in files
     for name in files:
         assert (tmp_path / "none" / name).read_bytes() == (tmp_path / "batch" / name).read_bytes()
+    assert len(threads) == 13  # every full group of "none" (54 entries: 13 of 4, then 2)
