@@ -323,7 +323,8 @@ def _segments(run_dir: Path) -> list[Path]:
 def _market_file(path: Path) -> Path | None:
     """The market-data file of the segment whose entries file is `path`, if it has one."""
     market = path.parent / MARKET_DIR / path.name
-    for suffix in (SEALED_SUFFIX, OPEN_SUFFIX):
+    # sealed, open, sealed again: a seal renames the open file between the first two
+    for suffix in (SEALED_SUFFIX, OPEN_SUFFIX, SEALED_SUFFIX):
         candidate = market.with_suffix(suffix)
         if candidate.exists():
             return candidate
