@@ -48,7 +48,10 @@ Invariants:
   rotation and on close; "none" only when sealing and closing. Under "none" the Arrow
   write of a full group runs in a thread while appends go on (one at a time, finished in
   order before the next group, a flush or a close, which raise its failure). `flush(durable=True)`
-  always fsyncs. The manifest is fsynced on every write.
+  always fsyncs (under "none", it also waits for the seal of a rotated segment, its fsync).
+  A segment's other file is fsynced before its market-data file is sealed: a sealed file
+  is never cut, so it must not outlive the other batch of a group. The manifest is fsynced
+  on every write.
 - Reopening a run (after a crash or a close) continues it in a new segment; the manifest
   given must match the stored one in everything but status, head_hash and entries.
 - A writer that cannot write (an I/O error, a value Arrow refuses when the batch is
@@ -471,13 +474,15 @@ class _Segment:
     def cut(self, batches: int) -> None:
         """Keep only the first `batches` batches of an open segment: the rest belong to a
         group the writer did not finish in both files, and are torn."""
+        if self._file is not None:  # its messages are not scanned: count its batches
+            if self.batch_count > batches:
+                raise JournalError(
+                    f"{self.path}: sealed, yet it holds batches of a group that is not whole"
+                )
+            return
         at = [n for n, m in enumerate(self.messages) if m[0] == "record batch"]
         if len(at) <= batches:
             return
-        if self._file is not None:
-            raise JournalError(
-                f"{self.path}: sealed, yet it holds batches of a group that is not whole"
-            )
         keep = at[batches - 1] + 1 if batches else 0
         end = 0
         if keep:
@@ -547,6 +552,11 @@ class _Pair:
         self.entries = _open_segment(path, SCHEMA)
         market = _market_file(path)
         self.market = None if market is None else _open_segment(market, MARKET_SCHEMA)
+        if self.market is not None and self.market.sealed and not self.entries.sealed:
+            # sealed since the entries file was read (a live writer rotating): the writer
+            # ended both streams before sealing either, so the entries file now holds the
+            # other batch of every group in it; read it again
+            self.entries = _open_segment(path, SCHEMA)
         self.torn: list[TornTail] = []
         if not self.sealed:
             self._settle(last_seq)
@@ -687,8 +697,22 @@ def _seal(stream_path: Path, segment: _Segment, compression: Compression) -> Non
 
 
 def _seal_files(paths: list[tuple[Path, pa.Schema]], compression: Compression) -> None:
-    for path, schema in paths:
-        _seal(path, _Segment(path, schema), compression)
+    """Seal a segment's open files (market data first), each on disk before any is sealed."""
+    _seal_pair([(path, _Segment(path, schema)) for path, schema in paths], compression)
+
+
+def _seal_pair(files: list[tuple[Path, _Segment]], compression: Compression) -> None:
+    """Seal the open files of one segment, the market-data file first. A sealed file is
+    never cut, so the others are fsynced before it is sealed: else (fsync "none", a power
+    loss) it could outlive the other batch of its last group (see `_Segment.cut`)."""
+    for path, _ in files[1:]:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    for path, segment in files:
+        _seal(path, segment, compression)
 
 
 def _check_footer(path: Path, batches: int) -> None:
@@ -1010,7 +1034,11 @@ class JournalWriter:
         self._closed = False
         if (self.run_dir / MANIFEST).exists():
             self._lock = _lock(self.run_dir)
-            self.manifest = self._reopen(manifest)
+            try:
+                self.manifest = self._reopen(manifest)
+            except BaseException:
+                _unlock(self.run_dir, self._lock)  # a writer that is not made holds no run
+                raise
             return
         ours = (LOCK, MANIFEST + ".tmp")  # a crash while the first manifest was written
         if self.run_dir.exists() and any(p.name not in ours for p in self.run_dir.iterdir()):
@@ -1020,10 +1048,16 @@ class JournalWriter:
             )
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._lock = _lock(self.run_dir)
-        (self.run_dir / ours[1]).unlink(missing_ok=True)
-        self.manifest = msgspec.structs.replace(manifest, status="open", head_hash=None, entries=0)
-        _write_manifest(self.run_dir, self.manifest)
-        _fsync_dir(self.run_dir.parent)
+        try:
+            (self.run_dir / ours[1]).unlink(missing_ok=True)
+            self.manifest = msgspec.structs.replace(
+                manifest, status="open", head_hash=None, entries=0
+            )
+            _write_manifest(self.run_dir, self.manifest)
+            _fsync_dir(self.run_dir.parent)
+        except BaseException:
+            _unlock(self.run_dir, self._lock)
+            raise
 
     def _reopen(self, manifest: Manifest) -> Manifest:
         """Continue an existing run: recover a torn tail, seal, continue seq and chain."""
@@ -1058,9 +1092,8 @@ class JournalWriter:
                 with open(segment.path, "rb") as f:
                     f.seek(torn.good_bytes)
                     segment.path.with_suffix(TORN_SUFFIX).write_bytes(f.read())
-            for segment in pair.files:
-                if not segment.sealed:
-                    _seal(segment.path, segment, self.compression)
+            opened = [(f.path, f) for f in pair.files if not f.sealed]
+            _seal_pair(opened, self.compression)
         if segments:
             self._segment = int(segments[-1].stem) + 1
         self._seq = self._written = 0 if last_seq is None else last_seq + 1
@@ -1188,6 +1221,12 @@ class JournalWriter:
         if self._failed is not None or self._closed:
             raise self._refusal(None, None)
         self._join_io()
+        if durable and self.fsync == "none" and self._sealer is not None:
+            try:  # under "none" a rotated segment is fsynced by its seal only
+                self._join_sealer()
+            except BaseException as exc:
+                self._fail(exc)
+                raise
         if self._seq > self._written:
             self._write_batch(full=False, durable=durable)
         elif durable and any(stream.unsynced for stream in self._streams):
@@ -1203,13 +1242,15 @@ class JournalWriter:
         if self._failed is not None:
             self._abandon()
             raise self._refusal(None, None)
-        if self._seq > self._written:
-            self._write_batch(full=False, durable=False)
         try:
+            if self._seq > self._written:
+                self._write_batch(full=False, durable=False)
             self._seal_open_segment(background=False)
             self._join_sealer()
         except BaseException as exc:
-            self._fail(exc)
+            if self._failed is None:
+                self._fail(exc)
+            self._abandon()  # as documented: close releases the run, then raises
             raise
         self._closed = True
         self._encoders = {}
@@ -1442,9 +1483,10 @@ class JournalReader:
             pair = _Pair(path, last_seq)
             self._pairs.append(pair)
             self.torn += pair.torn
-            meta = pair.entries.last_meta()
-            if meta and _LAST_SEQ in meta:
-                last_seq = int(meta[_LAST_SEQ])
+            for segment in pair.files:  # the last group may be in either file
+                meta = segment.last_meta()
+                if meta and _LAST_SEQ in meta:
+                    last_seq = max(-1 if last_seq is None else last_seq, int(meta[_LAST_SEQ]))
 
     @property
     def segment_paths(self) -> list[Path]:
