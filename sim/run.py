@@ -78,10 +78,11 @@ from sim.market import MARKET_SCHEMA, MTYPE_BOOK, MTYPE_QUOTE, MTYPE_TRADE, NULL
 from sim.venue import SimVenue, VenueConfig
 
 PRIO_VENUE, PRIO_MARKET, PRIO_SIGNAL, PRIO_TIMER = 0, 1, 2, 3
-# Journal batch size of sim runs: market data comes in bulk. Half the input batch: the
-# batch's transient buffers (gathered columns, the hashed bytes, lz4 output) peak ~30 MB
-# lower than at 65,536, for the same speed (measured with bench/sim.py).
-SIM_BATCH_ROWS = 32_768
+# Journal group size of sim runs: market data comes in bulk. Since journal v2 a group's
+# market rows are zero-copy slices of the input, so a larger group costs only its lz4
+# output; 65,536 ran W1 ~10% faster than 32,768 for ~7 MB more peak RSS, and 131,072 no
+# faster (bench/sim.py, 2026-11-22).
+SIM_BATCH_ROWS = 65_536
 _KIND_OF_MTYPE = np.array(
     [KIND_CODE[QuoteTick], KIND_CODE[TradeTick], KIND_CODE[BookDelta]], dtype=np.int8
 )
