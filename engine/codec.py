@@ -465,13 +465,10 @@ def assemble_split(
             split[1 - mix].append((rows, start, stop, seq))
             seq += stop - start
             continue
-        market = rows.market()[start:stop]
-        if market.all() or not market.any():
-            split[0 if market[0] else 1].append((rows, start, stop, seq))
-        else:
-            bounds = [0, *(np.flatnonzero(market[1:] != market[:-1]) + 1).tolist(), stop - start]
-            for a, b in pairwise(bounds):
-                split[0 if market[a] else 1].append((rows, start + a, start + b, seq + a))
+        market = rows.market()[start:stop]  # some rows of `rows` are: split into runs
+        bounds = [0, *(np.flatnonzero(market[1:] != market[:-1]) + 1).tolist(), stop - start]
+        for a, b in pairwise(bounds):
+            split[0 if market[a] else 1].append((rows, start + a, start + b, seq + a))
         seq += stop - start
     return _split_batch(split[0], True), _split_batch(split[1], False)
 
@@ -482,12 +479,8 @@ def _split_batch(found: list[tuple[Rows, int, int, int]], market: bool) -> pa.Re
     lengths = np.array([stop - start for _, start, stop, _ in found], dtype=np.int64)
     firsts = np.array([seq for _, _, _, seq in found], dtype=np.uint64)
     total = int(lengths.sum())
-    seq: Any
-    if len(found) == 1:
-        seq = np.arange(int(firsts[0]), int(firsts[0]) + total, dtype=np.uint64)
-    else:
-        starts = (np.cumsum(lengths) - lengths).astype(np.uint64)
-        seq = np.repeat(firsts - starts, lengths) + np.arange(total, dtype=np.uint64)
+    starts = (np.cumsum(lengths) - lengths).astype(np.uint64)
+    seq = np.repeat(firsts - starts, lengths) + np.arange(total, dtype=np.uint64)
     parts: list[Part] = []
     for rows, start, stop, _ in found:
         if parts and parts[-1][0] is rows and parts[-1][2] == start:
@@ -525,17 +518,6 @@ def _batch(
     return pa.RecordBatch.from_arrays([arrays[i] for i in at], schema=MARKET_SCHEMA)
 
 
-_EMPTY: pa.RecordBatch = pa.RecordBatch.from_arrays(
-    [
-        pa.array([], f.type)
-        if d is None
-        else pa.DictionaryArray.from_arrays(pa.array([], pa.int8()), d)
-        for f, d in zip(SCHEMA, _DICT_AT)
-    ],
-    schema=SCHEMA,
-)
-
-
 def widen(market: pa.RecordBatch) -> pa.RecordBatch:
     """A MARKET_SCHEMA batch as a SCHEMA batch (every other column null)."""
     arrays = list(_NULLS.get(market.num_rows))
@@ -546,11 +528,13 @@ def widen(market: pa.RecordBatch) -> pa.RecordBatch:
 
 def merge(entries: pa.RecordBatch | None, market: pa.RecordBatch | None) -> pa.RecordBatch:
     """One SCHEMA batch in seq order from a group's batch of entries and its market-data
-    batch (either None or empty when the group had none)."""
-    if market is None or not market.num_rows:
-        return _EMPTY if entries is None else entries
+    batch (either None when the group had none, not both)."""
+    if market is None:
+        if entries is None:
+            raise ValueError("merge: expected a batch of entries or of market data")
+        return entries
     wide = widen(market)
-    if entries is None or not entries.num_rows:
+    if entries is None:
         return wide
     both = pa.concat_batches([wide, entries])
     return both.take(pc.sort_indices(both.column(0)))

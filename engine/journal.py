@@ -495,14 +495,6 @@ class _Segment:
         self._stream = self._stream.slice(0, end)
         self._spans = None
 
-    def newest_first(self) -> Iterator[pa.RecordBatch]:
-        """Yield the batches from the last to the first."""
-        if self._file is None:
-            yield from reversed([batch for batch, _ in self.batches()])
-            return
-        for i in range(self._file.num_record_batches - 1, -1, -1):
-            yield self._file.get_batch(i)
-
     def last_meta(self) -> Meta | None:
         """Custom metadata of the last whole batch, if any."""
         if self._file is not None:
@@ -589,24 +581,29 @@ class _Pair:
     def groups(self) -> Iterator[_Group]:
         """Yield the groups in order: the batches of both files merged by first seq."""
         where = str(self.entries.path)
-        entries = enumerate(self.entries.batches())
-        market = enumerate(iter(()) if self.market is None else self.market.batches())
+
+        def numbered(segment: _Segment | None) -> Iterator[tuple[int, int, pa.RecordBatch, Meta]]:
+            if segment is not None:
+                for index, (batch, meta) in enumerate(segment.batches()):
+                    yield _span(meta, where)[0], index, batch, meta
+
+        entries, market = numbered(self.entries), numbered(self.market)
         e, m = next(entries, None), next(market, None)
         while e is not None or m is not None:
-            e_first = None if e is None else _span(e[1][1], where)[0]
-            m_first = None if m is None else _span(m[1][1], where)[0]
-            if m_first is None or (e_first is not None and e_first < m_first):
-                assert e is not None
-                yield _Group(e[1][1], e[1][0], None, e[0], -1)
+            first = min(x[0] for x in (e, m) if x is not None)
+            here = [x if x is not None and x[0] == first else None for x in (e, m)]
+            meta = next(x[3] for x in here if x is not None)
+            yield _Group(
+                meta,
+                None if here[0] is None else here[0][2],
+                None if here[1] is None else here[1][2],
+                -1 if here[0] is None else here[0][1],
+                -1 if here[1] is None else here[1][1],
+            )
+            if here[0] is not None:
                 e = next(entries, None)
-            elif e_first is None or m_first < e_first:
-                assert m is not None
-                yield _Group(m[1][1], None, m[1][0], -1, m[0])
+            if here[1] is not None:
                 m = next(market, None)
-            else:
-                assert e is not None and m is not None
-                yield _Group(e[1][1], e[1][0], m[1][0], e[0], m[0])
-                e, m = next(entries, None), next(market, None)
 
     def merged(self) -> Iterator[pa.RecordBatch]:
         """Yield each group as one SCHEMA batch in seq order."""
@@ -616,15 +613,12 @@ class _Pair:
     def head(self) -> tuple[int, bytes] | None:
         """(last seq, chain hash) after the last group, None if there is none: only the
         last batch of each file is read (a sealed file's by its index)."""
-        lasts = []
-        for segment in self.files:
-            meta = segment.last_meta()
-            if meta is not None:
-                lasts.append((_span(meta, str(segment.path))[0], segment, meta))
+        lasts = [(s, meta) for s in self.files if (meta := s.last_meta()) is not None]
         if not lasts:
             return None
-        first = max(f for f, _, _ in lasts)
-        meta = next(m for f, _, m in lasts if f == first)
+        first = max(_span(meta, str(s.path))[0] for s, meta in lasts)
+        last = [(s, meta) for s, meta in lasts if _span(meta, str(s.path))[0] == first]
+        meta = last[0][1]
         try:
             prev = bytes.fromhex(meta[_PREV].decode())
             seq = int(meta[_LAST_SEQ])
@@ -633,9 +627,9 @@ class _Pair:
                 f"{self.entries.path}: the last batch has no valid tape.* metadata; "
                 "cannot continue its seq and hash chain"
             ) from None
-        parts = {id(s): s.group_bytes(s.batch_count - 1) for f, s, _ in lasts if f == first}
-        market = b"" if self.market is None else parts.get(id(self.market), b"")
-        return seq, _group_hash(prev, market, parts.get(id(self.entries), b""))
+        group = {id(s): s.group_bytes(s.batch_count - 1) for s, _ in last}
+        market = b"" if self.market is None else group.get(id(self.market), b"")
+        return seq, _group_hash(prev, market, group.get(id(self.entries), b""))
 
 
 def _open_stream(data: Any) -> Any:
@@ -938,6 +932,39 @@ class _Stream:
         os.close(self._read)
 
 
+class _GroupWrite:
+    """One group's Arrow writes and the chain after them (prev, then the bytes each write
+    added, market data first), run in line or by a thread (`thread`, `error`)."""
+
+    __slots__ = ("chain", "error", "meta", "prev", "sync", "thread", "writes")
+
+    def __init__(
+        self, writes: list[tuple[_Stream, pa.RecordBatch]], meta: Meta, prev: bytes, sync: bool
+    ) -> None:
+        # (stream, batch, where the batch's bytes will start)
+        self.writes = [(stream, batch, stream.position) for stream, batch in writes]
+        self.meta = meta
+        self.prev = prev
+        self.sync = sync  # fsync once finished
+        self.chain = b""
+        self.error: BaseException | None = None
+        self.thread: threading.Thread | None = None
+
+    def run(self) -> None:
+        for stream, batch, _ in self.writes:
+            stream.write(batch, self.meta)
+        digest = hashlib.sha256(self.prev)
+        for stream, _, start in self.writes:
+            stream.hash(start, digest)
+        self.chain = digest.digest()
+
+    def run_in_thread(self) -> None:
+        try:
+            self.run()
+        except BaseException as exc:  # raised by the writer's next group, flush or close
+            self.error = exc
+
+
 # --- writer ---------------------------------------------------------------------------------
 
 
@@ -957,9 +984,6 @@ class JournalWriter:
         "_encoders",
         "_failed",
         "_io",
-        "_io_digest",
-        "_io_done",
-        "_io_error",
         "_lock",
         "_pieces",
         "_prev",
@@ -1023,13 +1047,10 @@ class JournalWriter:
         self._dir_synced = False  # the market-data directory's entry
         self._sealer: threading.Thread | None = None  # sealing the previous segment
         self._seal_error: BaseException | None = None
-        # Under fsync "none", writing a full group (build, compress, hash, write) in a
-        # thread while appends go on: one at a time, joined before the next group, a
-        # flush, head_hash or close (which raise what it raised, failing the writer).
-        self._io: threading.Thread | None = None
-        self._io_done: tuple[list[tuple[_Stream, pa.RecordBatch, int]], bool] = ([], False)
-        self._io_error: BaseException | None = None
-        self._io_digest: bytes | None = None  # the chain after the group the thread wrote
+        # Under fsync "none", the full group being written by a thread while appends go
+        # on: one at a time, finished before the next group, a flush, head_hash or close
+        # (which raise what it raised, failing the writer).
+        self._io: _GroupWrite | None = None
         self._failed: str | None = None
         self._closed = False
         if (self.run_dir / MANIFEST).exists():
@@ -1264,9 +1285,9 @@ class JournalWriter:
         """Close a failed writer's files and release the run, as the death of its process
         would: what reached the disk stays, and a new writer recovers the run."""
         self._closed = True
-        if self._io is not None:
-            self._io.join()
-            self._io = None
+        if self._io is not None and self._io.thread is not None:
+            self._io.thread.join()
+        self._io = None
         for stream in self._streams:
             stream.abandon()
         self._streams = []
@@ -1319,76 +1340,47 @@ class JournalWriter:
             }
             if not self._streams:
                 self._open_segment()
-            if market is not None and len(self._streams) == 1:
-                self._open_market()
-            writes = [
-                (stream, batch, stream.position)
-                for stream, batch in zip(
-                    self._streams[::-1], (market, entries)[2 - len(self._streams) :]
-                )
-                if batch is not None
-            ]
+            writes = []
+            if market is not None:
+                if len(self._streams) == 1:
+                    self._open_market()
+                writes.append((self._streams[1], market))
+            if entries is not None:
+                writes.append((self._streams[0], entries))
             sync = durable or self.fsync == "always" or (full and self.fsync == "batch")
+            group = _GroupWrite(writes, meta, self._prev, sync)
             if full and self.fsync == "none" and rows >= _THREAD_ROWS:
-                self._io = threading.Thread(
-                    target=self._write_in_thread, args=(writes, meta), name="tape-journal-io"
-                )
-                self._io_done = (writes, sync)
-                self._io.start()
+                group.thread = threading.Thread(target=group.run_in_thread, name="tape-journal-io")
+                self._io = group
+                group.thread.start()
                 return
-            for stream, batch, _ in writes:
-                stream.write(batch, meta)
-            self._finish(writes, sync)
+            group.run()
+            self._finish(group)
         except BaseException as exc:
             self._fail(exc)
             raise
-
-    def _write_in_thread(
-        self, writes: list[tuple[_Stream, pa.RecordBatch, int]], meta: Meta
-    ) -> None:
-        try:
-            for stream, batch, _ in writes:
-                stream.write(batch, meta)
-            self._io_digest = self._chain(writes)
-        except BaseException as exc:  # raised by the writer's next group, flush or close
-            self._io_error = exc
 
     def _join_io(self) -> None:
         """Finish the group being written in a thread; fail the writer if it failed."""
-        if self._io is None:
+        group, self._io = self._io, None
+        if group is None or group.thread is None:
             return
-        self._io.join()
-        self._io = None
-        writes, sync = self._io_done
-        self._io_done = ([], False)
+        group.thread.join()
         try:
-            if self._io_error is not None:
-                raise self._io_error
-            self._finish(writes, sync)
+            if group.error is not None:
+                raise group.error
+            self._finish(group)
         except BaseException as exc:
-            self._io_error = None
             self._fail(exc)
             raise
 
-    def _finish(self, writes: list[tuple[_Stream, pa.RecordBatch, int]], sync: bool) -> None:
-        """Chain a written group (its bytes in the market-data file, then in the entries
-        file), fsync if `sync`, and rotate the segment when it is full."""
-        if self._io_digest is None:
-            self._prev = self._chain(writes)
-        else:
-            self._prev, self._io_digest = self._io_digest, None
-        if sync:
+    def _finish(self, group: _GroupWrite) -> None:
+        """Take a written group's chain, fsync if it asks, rotate the segment when full."""
+        self._prev = group.chain
+        if group.sync:
             self._fsync()
         if sum(stream.position for stream in self._streams) >= self.segment_bytes:
             self._seal_open_segment(background=True)
-
-    def _chain(self, writes: list[tuple[_Stream, pa.RecordBatch, int]]) -> bytes:
-        """The chain after a written group: prev, its bytes in the market-data file, then
-        in the entries file."""
-        digest = hashlib.sha256(self._prev)
-        for stream, _, start in writes:
-            stream.hash(start, digest)
-        return digest.digest()
 
     def _fail(self, exc: BaseException) -> None:
         """Refuse everything from now on: seqs were assigned that cannot be written.
@@ -1579,9 +1571,6 @@ def verify(run_dir: str | Path) -> VerifyReport:
     return JournalReader(run_dir).verify()
 
 
-_EMPTY_ENTRIES = merge(None, None)
-
-
 def _kind_code(name: str) -> int:
     cls = KIND_BY_NAME.get(name)
     if cls is None:
@@ -1674,14 +1663,13 @@ class _Verifier:
                     self.problems.append(
                         f"{where}: dictionary of column {name!r} is not the fixed one"
                     )
-        if entries is None:
-            entries = _EMPTY_ENTRIES
-        cause = entries.column(1)
-        if (
-            cause.null_count < entries.num_rows
-            and pc.any(pc.greater_equal(cause, entries.column(0))).as_py()
-        ):
-            self.problems.append(f"{where}: an entry's cause is not an earlier seq")
+        if entries is not None:  # market data has no cause
+            cause = entries.column(1)
+            if (
+                cause.null_count < entries.num_rows
+                and pc.any(pc.greater_equal(cause, entries.column(0))).as_py()
+            ):
+                self.problems.append(f"{where}: an entry's cause is not an earlier seq")
         if rows:
             ts = merge(entries, market).column(3)
             self.first_ts = ts[0].as_py() if self.first_ts is None else self.first_ts

@@ -374,12 +374,16 @@ class SimRun:
             self.withheld += 1
         else:
             self.inputs += 1
-            if self._rows is None:
-                self._rows = self._journal_rows(cast(pa.RecordBatch, self._batch), view)
-            self.runner.process_row(msg, self._rows, r)
+            self.runner.process_row(msg, self._batch_rows(view), r)
         venue = self._key_venue[int(view.key[r])]
         if venue is not None:
             self._push_venue(venue.on_market(msg))
+
+    def _batch_rows(self, view: MarketView) -> Rows:
+        """The current batch's rows as journal inputs, made on first use."""
+        if self._rows is None:
+            self._rows = self._journal_rows(cast(pa.RecordBatch, self._batch), view)
+        return self._rows
 
     def _journal_rows(self, batch: pa.RecordBatch, view: MarketView) -> Rows:
         """The batch's rows as journal inputs: each row's own columns, the others null."""
@@ -418,13 +422,12 @@ class SimRun:
             withheld = stale if withheld is None else withheld | stale
         return withheld if withheld is not None and withheld.any() else None
 
-    def _bulk(self, batch: pa.RecordBatch, view: MarketView, a: int, b: int) -> None:
+    def _bulk(self, view: MarketView, a: int, b: int) -> None:
         """Rows [a, b), none of which changes anything: journal, engine, venues in bulk."""
-        if self._rows is None:
-            self._rows = self._journal_rows(batch, view)
+        rows = self._batch_rows(view)
         withheld = self._withheld
         if withheld is None:
-            self.journal.append_rows(self._rows, a, b)
+            self.journal.append_rows(rows, a, b)
             self.inputs += b - a
             kept = None
         else:
@@ -435,7 +438,7 @@ class SimRun:
                 starts = np.concatenate(([kept[0]], kept[breaks + 1])) + a
                 stops = np.concatenate((kept[breaks], [kept[-1]])) + a + 1
                 for start, stop in zip(starts.tolist(), stops.tolist()):
-                    self.journal.append_rows(self._rows, start, stop)
+                    self.journal.append_rows(rows, start, stop)
             self.inputs += kept.size
             self.withheld += b - a - kept.size
         # The engine: the last quote and trade per key, and every book level, in row order.
@@ -527,7 +530,7 @@ class SimRun:
             for venue in self._venue_list:
                 h = venue.horizon(view, i, h)
             if h > i:
-                self._bulk(batch, view, i, h)
+                self._bulk(view, i, h)
             if h < j:
                 self._slow_row(view, h)
                 i = h + 1

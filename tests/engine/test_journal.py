@@ -869,14 +869,14 @@ def test_writer_when_groups_written_by_a_thread_then_bytes_equal_written_in_line
     from engine import journal as journal_module
 
     threads: list[str] = []
-    real = journal_module.JournalWriter._write_in_thread
+    real = journal_module._GroupWrite.run_in_thread
 
     def counting(self: Any, *args: Any) -> None:
         threads.append("group")
         real(self, *args)
 
     monkeypatch.setattr(journal_module, "_THREAD_ROWS", 1)
-    monkeypatch.setattr(journal_module.JournalWriter, "_write_in_thread", counting)
+    monkeypatch.setattr(journal_module._GroupWrite, "run_in_thread", counting)
     for policy in ("none", "batch"):
         with JournalWriter(tmp_path / policy, manifest(), batch_size=4, fsync=policy) as w:  # type: ignore[arg-type]
             write_run(w, 40)
