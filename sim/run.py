@@ -424,10 +424,10 @@ class SimRun:
 
     def _bulk(self, view: MarketView, a: int, b: int) -> None:
         """Rows [a, b), none of which changes anything: journal, engine, venues in bulk."""
-        rows = self._batch_rows(view)
+        journal_rows = self._batch_rows(view)
         withheld = self._withheld
         if withheld is None:
-            self.journal.append_rows(rows, a, b)
+            self.journal.append_rows(journal_rows, a, b)
             self.inputs += b - a
             kept = None
         else:
@@ -438,7 +438,7 @@ class SimRun:
                 starts = np.concatenate(([kept[0]], kept[breaks + 1])) + a
                 stops = np.concatenate((kept[breaks], [kept[-1]])) + a + 1
                 for start, stop in zip(starts.tolist(), stops.tolist()):
-                    self.journal.append_rows(rows, start, stop)
+                    self.journal.append_rows(journal_rows, start, stop)
             self.inputs += kept.size
             self.withheld += b - a - kept.size
         # The engine: the last quote and trade per key, and every book level, in row order.
