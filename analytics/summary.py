@@ -40,7 +40,7 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.codec import MARKET_SCHEMA
-from engine.journal import MARKET_DIR, read_manifest
+from engine.journal import read_manifest, sealed_segments
 from engine.messages import Instrument, Side
 from engine.positions import PositionBook
 
@@ -149,32 +149,6 @@ def _human(value: int | None, places: int) -> Decimal | None:
 
 def _dec(value: int, places: int) -> Decimal:
     return Decimal(value).scaleb(-places)
-
-
-_SEGMENT = "[0-9]" * 6
-
-
-def _segment_files(folder: Path) -> tuple[set[str], dict[str, Path]]:
-    """The numbers of a folder's open segment files and its sealed ones by number (the
-    open ones listed first: a file sealed meanwhile is seen at least once)."""
-    opened = {p.stem for p in folder.glob(_SEGMENT + ".arrows")}
-    return opened, {p.stem: p for p in folder.glob(_SEGMENT + ".arrow")}
-
-
-def _sealed_files(run_dir: Path) -> tuple[list[Path], list[Path], bool]:
-    """The entries files and market-data files of the segments sealed in both (a segment
-    without market data has no market-data file), and whether every segment is. The
-    entries are listed first: the writer seals a segment's market data before them."""
-    entries_open, entries = _segment_files(run_dir)
-    market_open, market = _segment_files(run_dir / MARKET_DIR)
-    sealed = [
-        stem
-        for stem in sorted(entries)
-        if stem in market or stem not in market_open  # a sealed .arrow wins over .arrows
-    ]
-    segments = entries_open | set(entries)
-    complete = len(sealed) == len(segments)
-    return [entries[s] for s in sealed], [market[s] for s in sealed if s in market], complete
 
 
 def _frames(entries: list[Path], market: list[Path]) -> dict[str, pl.DataFrame]:
@@ -293,7 +267,9 @@ def summarize(run_dir: str | Path, *, wall_s: float | None = None) -> RunSummary
     manifest = read_manifest(run_dir)
     instruments = {i.instrument: i for i in msgspec.convert(manifest.instruments, list[Instrument])}
     default_venue: dict[str, str] = dict(manifest.config.get("default_venue", {}))
-    entries_files, market_files, complete = _sealed_files(run_dir)
+    segments, complete = sealed_segments(run_dir)
+    entries_files = [entries for entries, _ in segments]
+    market_files = [market for _, market in segments if market is not None]
     f = _frames(entries_files, market_files) if entries_files else _empty_frames()
 
     kinds = {row["kind"]: row for row in f["kinds"].iter_rows(named=True)}

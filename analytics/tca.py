@@ -76,7 +76,7 @@ import pyarrow.compute as pc
 
 from analytics.buckets import distance_bucket, size_bucket, tod_bucket, touch_distance_ticks
 from engine.codec import MARKET_KINDS, MARKET_SCHEMA, SCHEMA
-from engine.journal import MARKET_DIR, JournalError, JournalReader, read_manifest
+from engine.journal import JournalError, JournalReader, read_manifest, sealed_segments
 from engine.messages import Instrument
 
 __all__ = [
@@ -247,47 +247,17 @@ def open_run(run_dir: str | Path) -> RunInfo:
         instruments = msgspec.convert(manifest.instruments, list[Instrument])
     except msgspec.ValidationError as exc:
         raise TcaError(f"{path}/manifest.json instruments: {exc}") from None
-    sealed, market, unsealed = _sealed_segments(path)
+    segments, complete = sealed_segments(path)
     return RunInfo(
         run_id=manifest.run_id,
         run_dir=str(path),
         mode=manifest.mode,
         status=manifest.status,
         instruments={i.instrument: i for i in instruments},
-        sealed=sealed,
-        market=market,
-        unsealed=unsealed,
+        sealed=tuple(str(entries) for entries, _ in segments),
+        market=tuple(None if market is None else str(market) for _, market in segments),
+        unsealed=not complete,
     )
-
-
-_SEGMENT = "[0-9]" * 6
-
-
-def _files(folder: Path) -> tuple[set[str], dict[str, Path]]:
-    """The segment numbers of a folder's open files and its sealed files by number. The
-    open ones are listed first: a file sealed meanwhile is then seen at least once."""
-    opened = {p.stem for p in folder.glob(_SEGMENT + ".arrows")}
-    return opened, {p.stem: p for p in folder.glob(_SEGMENT + ".arrow")}
-
-
-def _sealed_segments(path: Path) -> tuple[tuple[str, ...], tuple[str | None, ...], bool]:
-    """The sealed segments before the first that is not (their entries files and
-    market-data files, None where a segment has none) and whether any segment is not.
-
-    A segment is sealed when its entries file and its market-data file (if any) both
-    are. The writer seals the market data first, so the entries are listed first: an
-    entries file seen sealed has its market-data file sealed (or none) for good."""
-    entries_open, entries = _files(path)
-    market_open, market = _files(path / MARKET_DIR)
-    segments = sorted(entries_open | set(entries))
-    sealed: list[str] = []
-    markets: list[str | None] = []
-    for stem in segments:
-        if stem not in entries or (stem in market_open and stem not in market):
-            break
-        sealed.append(str(entries[stem]))
-        markets.append(str(market[stem]) if stem in market else None)
-    return tuple(sealed), tuple(markets), len(sealed) < len(segments)
 
 
 def _empty_frame(columns: Sequence[str]) -> pl.LazyFrame:

@@ -121,6 +121,7 @@ __all__ = [
     "VerifyReport",
     "genesis_hash",
     "read_manifest",
+    "sealed_segments",
     "verify",
 ]
 
@@ -321,6 +322,28 @@ def _segments(run_dir: Path) -> list[Path]:
         if suffix == SEALED_SUFFIX or index not in found:
             found[index] = path
     return [found[i] for i in sorted(found)]
+
+
+def sealed_segments(run_dir: str | Path) -> tuple[list[tuple[Path, Path | None]], bool]:
+    """The run's segments sealed in both files, in order up to the first that is not:
+    (entries file, market-data file or None) each; and whether that is every segment.
+
+    No file is opened, and a writer sealing meanwhile is safe: each folder's open files
+    are listed before its sealed ones, and the entries before the market data (the
+    writer seals a segment's market data first), so a segment seen sealed stays so."""
+    pattern = "[0-9]" * 6
+    listed = []
+    for folder in (Path(run_dir), Path(run_dir) / MARKET_DIR):
+        opened = {p.stem for p in folder.glob(pattern + OPEN_SUFFIX)}
+        listed.append((opened, {p.stem: p for p in folder.glob(pattern + SEALED_SUFFIX)}))
+    (entries_open, entries), (market_open, market) = listed
+    segments = sorted(entries_open | set(entries))
+    sealed: list[tuple[Path, Path | None]] = []
+    for stem in segments:
+        if stem not in entries or (stem in market_open and stem not in market):
+            break
+        sealed.append((entries[stem], market.get(stem)))
+    return sealed, len(sealed) == len(segments)
 
 
 def _market_file(path: Path) -> Path | None:

@@ -887,3 +887,22 @@ def test_writer_when_groups_written_by_a_thread_then_bytes_equal_written_in_line
     for name in files:
         assert (tmp_path / "none" / name).read_bytes() == (tmp_path / "batch" / name).read_bytes()
     assert len(threads) == 13  # every full group of "none" (54 entries: 13 of 4, then 2)
+
+
+def test_sealed_segments_when_run_is_open_then_sealed_pairs_before_the_open_one(
+    tmp_path: Path,
+) -> None:
+    from engine.journal import sealed_segments
+
+    writer = JournalWriter(tmp_path, manifest(), batch_size=8, segment_bytes=20_000)
+    write_run(writer, 40)
+    writer.flush()
+    writer._join_sealer()
+    run_dir = tmp_path / "run-1"
+    pairs, complete = sealed_segments(run_dir)
+    assert not complete and pairs
+    assert [e.name for e, _ in pairs] == [n for n in segment_names(run_dir) if n.endswith(".arrow")]
+    assert all(m == run_dir / MARKET_DIR / e.name for e, m in pairs)
+    writer.close()
+    pairs, complete = sealed_segments(run_dir)
+    assert complete and [e for e, _ in pairs] == JournalReader(run_dir).sealed_paths
