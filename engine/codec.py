@@ -400,30 +400,34 @@ class Rows:
 
 
 class _Nulls:
-    """All-null arrays of every schema column, `rows` long: one array per value type
-    (C++ backs each with a single zero buffer of exactly the size needed, so the IPC
-    bytes do not depend on how the nulls were made), shared by the columns of that type
-    and kept for the last row counts asked for (a sim's batches mostly have one)."""
+    """All-null arrays of schema columns, `rows` long, made when first asked for: one
+    array per value type (C++ backs each with a single zero buffer of exactly the size
+    needed, so the IPC bytes do not depend on how the nulls were made), shared by the
+    columns of that type and kept for the last two row counts asked for (a sim's batches
+    mostly have one)."""
 
     __slots__ = ("_memo",)
 
     def __init__(self) -> None:
-        self._memo: dict[int, list[pa.Array]] = {}
+        self._memo: dict[int, tuple[dict[pa.DataType, pa.Array], list[pa.Array | None]]] = {}
 
-    def get(self, rows: int) -> list[pa.Array]:
-        """Return one all-null array per schema column, `rows` long."""
+    def column(self, rows: int, j: int) -> pa.Array:
+        """Return an all-null array of schema column `j`, `rows` long."""
         found = self._memo.get(rows)
-        if found is not None:
-            return found
-        by_type = {t: pa.nulls(rows, t) for t in dict.fromkeys(_ROW_TYPES)}
-        arrays = [
-            by_type[t] if d is None else pa.DictionaryArray.from_arrays(by_type[t], d)
-            for t, d in zip(_ROW_TYPES, _DICT_AT)
-        ]
-        if len(self._memo) >= 2:
-            self._memo.clear()
-        self._memo[rows] = arrays
-        return arrays
+        if found is None:
+            if len(self._memo) >= 2:
+                self._memo.clear()
+            found = self._memo[rows] = ({}, [None] * len(_ROW_TYPES))
+        by_type, columns = found
+        array = columns[j]
+        if array is None:
+            t = _ROW_TYPES[j]
+            values = by_type.get(t)
+            if values is None:
+                values = by_type[t] = pa.nulls(rows, t)
+            d = _DICT_AT[j]
+            array = columns[j] = values if d is None else pa.DictionaryArray.from_arrays(values, d)
+        return array
 
 
 _NULLS = _Nulls()
@@ -506,21 +510,21 @@ def _batch(
         columns = _interleave(parts, total)
     if _KIND not in columns:
         raise ValueError("assemble: rows without a kind column")
-    arrays = list(_NULLS.get(total))
-    arrays[0] = seq
-    for j, array in columns.items():
-        dictionary = _DICT_AT[j]
-        arrays[j] = (
-            array if dictionary is None else pa.DictionaryArray.from_arrays(array, dictionary)
-        )
-    if at is None:
-        return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
-    return pa.RecordBatch.from_arrays([arrays[i] for i in at], schema=MARKET_SCHEMA)
+    arrays = []
+    for i in range(len(_ROW_TYPES)) if at is None else at:
+        array = seq if i == 0 else columns.get(i)
+        if array is None:
+            array = _NULLS.column(total, i)
+        elif i and _DICT_AT[i] is not None:
+            array = pa.DictionaryArray.from_arrays(array, _DICT_AT[i])
+        arrays.append(array)
+    return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA if at is None else MARKET_SCHEMA)
 
 
 def widen(market: pa.RecordBatch) -> pa.RecordBatch:
     """A MARKET_SCHEMA batch as a SCHEMA batch (every other column null)."""
-    arrays = list(_NULLS.get(market.num_rows))
+    rows = market.num_rows
+    arrays = [_NULLS.column(rows, i) for i in range(len(_ROW_TYPES))]
     for k, i in enumerate(_MARKET_AT):
         arrays[i] = market.column(k)
     return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)

@@ -69,6 +69,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import ctypes
 import fcntl
 import hashlib
 import os
@@ -937,6 +938,12 @@ class _Stream:
         os.fsync(self.raw.fileno())
         self.unsynced = False
 
+    def write_behind(self, start: int) -> None:
+        """Start the OS writing out the bytes from `start` on, without waiting: the fsync
+        that seals the segment then has little left to write."""
+        if _SYNC_FILE_RANGE is not None:
+            _SYNC_FILE_RANGE(self.raw.fileno(), start, self.position - start, 2)  # WRITE
+
     def end(self, fsync: bool) -> None:
         """End the stream (EOS), flush, fsync if asked and unsynced, close the file."""
         if self._ipc is not None:
@@ -953,6 +960,21 @@ class _Stream:
         with contextlib.suppress(OSError, pa.ArrowException):
             self.sink.close()
         os.close(self._read)
+
+
+def _sync_file_range() -> Any:
+    """libc's sync_file_range(fd, offset, nbytes, flags) (Linux), else None: advisory
+    (its result is ignored), and ctypes lets go of the GIL while it runs."""
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    function.restype = ctypes.c_int
+    return function
+
+
+_SYNC_FILE_RANGE = _sync_file_range()
 
 
 class _GroupWrite:
@@ -984,6 +1006,8 @@ class _GroupWrite:
     def run_in_thread(self) -> None:
         try:
             self.run()
+            for stream, _, start in self.writes:
+                stream.write_behind(start)
         except BaseException as exc:  # raised by the writer's next group, flush or close
             self.error = exc
 
@@ -1275,6 +1299,20 @@ class JournalWriter:
             self._write_batch(full=False, durable=durable)
         elif durable and any(stream.unsynced for stream in self._streams):
             self._fsync()
+
+    @property
+    def pending(self) -> int:
+        """Entries appended but not yet written (the group being gathered)."""
+        return self._seq - self._written
+
+    def end_group(self) -> None:
+        """End the group being gathered here, as a full one ends (same fsync policy, and
+        under "none" written by a thread): for a bulk appender whose source ends, so that
+        a group's market data is slices of one source, joined without a copy."""
+        if self._failed is not None or self._closed:
+            raise self._refusal(None, None)
+        if self._seq > self._written:
+            self._write_batch(full=True, durable=False)
 
     def close(self) -> None:
         """Write pending entries, seal the open segment and mark the manifest closed."""

@@ -78,11 +78,14 @@ from sim.market import MARKET_SCHEMA, MTYPE_BOOK, MTYPE_QUOTE, MTYPE_TRADE, NULL
 from sim.venue import SimVenue, VenueConfig
 
 PRIO_VENUE, PRIO_MARKET, PRIO_SIGNAL, PRIO_TIMER = 0, 1, 2, 3
-# Journal group size of sim runs: market data comes in bulk. Since journal v2 a group's
-# market rows are zero-copy slices of the input, so a larger group costs only its lz4
-# output; 65,536 ran W1 ~10% faster than 32,768 for ~7 MB more peak RSS, and 131,072 no
-# faster (bench/sim.py, 2026-11-22).
-SIM_BATCH_ROWS = 65_536
+# Journal groups of sim runs: market data comes in bulk, and since journal v2 a group's
+# market rows are zero-copy slices of the input batch, so a group ends with the market
+# batch that brings it to SIM_GROUP_END entries (one bench batch of 65,536 quotes is one
+# group: no gather of rows from two batches), and at SIM_GROUP_ROWS at the latest.
+# 65,536-entry groups ran W1 ~10% faster than 32,768 for ~7 MB more peak RSS
+# (bench/sim.py, 2026-11-22).
+SIM_GROUP_ROWS = 131_072
+SIM_GROUP_END = 32_768
 _KIND_OF_MTYPE = np.array(
     [KIND_CODE[QuoteTick], KIND_CODE[TradeTick], KIND_CODE[BookDelta]], dtype=np.int8
 )
@@ -99,11 +102,28 @@ def _last_per_key(keys: np.ndarray, at: np.ndarray) -> list[int]:
     return last
 
 
+def _one_value(column: pa.Array) -> str | None:
+    """The value of a string column holding one value in every row, else None; read off
+    its buffers (a byte comparison: a tenth of the cost of `pc.equal`)."""
+    if column.null_count or column.type != pa.string():
+        return None
+    n = len(column)
+    offsets = np.frombuffer(
+        column.buffers()[1], dtype=np.int32, count=n + 1, offset=4 * column.offset
+    )
+    first, width = int(offsets[0]), int(offsets[1] - offsets[0])
+    if int(offsets[-1]) - first != n * width or not bool((np.diff(offsets) == width).all()):
+        return None
+    data = column.buffers()[2]
+    value = data[first : first + width].to_pybytes()
+    return value.decode() if data[first : first + n * width].to_pybytes() == value * n else None
+
+
 def _encode(column: pa.Array) -> tuple[list[str], np.ndarray]:
     """Return a string column's distinct values and each row's index into them."""
-    first = column[0]
-    if not column.null_count and pc.all(pc.equal(column, first)).as_py():  # a third the cost
-        return [first.as_py()], np.zeros(len(column), dtype=np.int64)
+    one = _one_value(column)
+    if one is not None:
+        return [one], np.zeros(len(column), dtype=np.int64)
     encoded = pc.dictionary_encode(column)
     return encoded.dictionary.to_pylist(), encoded.indices.to_numpy().astype(np.int64)
 
@@ -173,7 +193,7 @@ class SimRun:
             manifest,
             fsync=fsync,
             compression=compression,
-            batch_size=SIM_BATCH_ROWS,
+            batch_size=SIM_GROUP_ROWS,
         )
         if fill_model is not None:  # the run keeps the model its replay must load
             tmp = self.journal.run_dir / (FILL_MODEL_FILE + ".tmp")
@@ -198,6 +218,7 @@ class SimRun:
         self._one_key = False
         self._quotes_only = True
         self._stale_venues = [v for v in self._venue_list if v.faults.stale_quotes]
+        self._null_arrays: dict[tuple[int, int, type], np.ndarray] = {}
         self.market_rows = self.inputs = self.effects = self.signals = self.withheld = 0
         self.orders = self.fills = self.cancels = self.alerts = 0
 
@@ -305,12 +326,18 @@ class SimRun:
         return key
 
     def _view(self, batch: pa.RecordBatch) -> MarketView:
+        n = batch.num_rows
+
         def ints(name: str, null: int) -> np.ndarray:
             column = batch.column(name)
+            if column.null_count == n:  # a column of other kinds' rows: shared, read-only
+                return self._nulls(n, null)
             if column.null_count:
                 column = pc.fill_null(column, null)
             values: np.ndarray = column.to_numpy()
             return values
+
+        clear = batch.column("clear")
 
         return MarketView(
             ts=ints("ts", NULL),
@@ -323,9 +350,24 @@ class SimRun:
             price=ints("price", NULL),
             qty=ints("qty", NULL),
             side=ints("side", -1),
-            clear=pc.fill_null(batch.column("clear"), False).to_numpy(zero_copy_only=False),
+            clear=self._nulls(n, False)
+            if clear.null_count == n
+            else pc.fill_null(clear, False).to_numpy(zero_copy_only=False),
             ts_event=ints("ts_event", NULL),
         )
+
+    def _nulls(self, n: int, null: int | bool) -> np.ndarray:
+        """A read-only array of `n` times `null` (int64, or bool for a bool `null`), kept
+        for later batches."""
+        key = (n, null, type(null))
+        found = self._null_arrays.get(key)
+        if found is None:
+            if len(self._null_arrays) >= 8:
+                self._null_arrays.clear()
+            dtype = np.bool_ if type(null) is bool else np.int64
+            found = self._null_arrays[key] = np.full(n, null, dtype=dtype)
+            found.flags.writeable = False
+        return found
 
     def _message(self, view: MarketView, r: int) -> QuoteTick | TradeTick | BookDelta:
         """Build the message of one market row."""
@@ -537,6 +579,8 @@ class SimRun:
             else:
                 i = j
         self._rows = None
+        if self.journal.pending >= SIM_GROUP_END:
+            self.journal.end_group()
 
     def run(
         self,

@@ -25,6 +25,7 @@ repository root, with it and then `bench/` on PYTHONPATH); prints one JSON line.
 
 from __future__ import annotations
 
+import mmap
 import shutil
 import time
 from collections.abc import Iterator
@@ -132,13 +133,33 @@ class EveryNthLimit:
         return w1_decision(k, ts, bid, ask)
 
 
+_MADV_POPULATE_READ = 22  # Linux 5.14: fault a range in (8x cheaper than page by page)
+
+
 def batches(path: Path) -> Iterator[pa.RecordBatch]:
-    """Stream the record batches of an Arrow IPC file, one at a time (read, not
-    memory-mapped: a mapping would count the whole input in the peak RSS measured)."""
-    with pa.OSFile(str(path), "rb") as source:
-        reader = pa.ipc.open_file(source)
-        for i in range(reader.num_record_batches):
-            yield reader.get_batch(i)
+    """Stream the record batches of an Arrow IPC file, one at a time, zero-copy from a
+    memory mapping of it, and drop the pages of batches two behind the current one from
+    the process (MADV_DONTNEED: they stay in the page cache, and a late touch re-reads
+    them), so that the peak RSS counts a few batches of input, not the whole file, as a
+    streaming reader's would. Each batch's pages are mapped in one call as it is read."""
+    with open(path, "rb") as f:
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    # not closed here: the run may hold the last batches after this generator ends; the
+    # mapping goes when nothing refers to its buffers
+    base = pa.py_buffer(mapped)
+    reader = pa.ipc.open_file(pa.BufferReader(base))
+    starts: list[int] = []
+    for i in range(reader.num_record_batches):
+        batch = reader.get_batch(i)
+        buffers = [b for c in batch.columns for b in c.buffers() if b is not None]
+        start = min(b.address for b in buffers) - base.address
+        end = max(b.address + b.size for b in buffers) - base.address
+        starts.append(start)
+        page = start // mmap.PAGESIZE * mmap.PAGESIZE
+        mapped.madvise(_MADV_POPULATE_READ, page, end - page)  # map the batch at once
+        if i >= 2:
+            mapped.madvise(mmap.MADV_DONTNEED, 0, starts[i - 1] // mmap.PAGESIZE * mmap.PAGESIZE)
+        yield batch
 
 
 def precomputed_signals(path: Path, workload: str) -> list[Signal]:

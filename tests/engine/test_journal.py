@@ -906,3 +906,42 @@ def test_sealed_segments_when_run_is_open_then_sealed_pairs_before_the_open_one(
     writer.close()
     pairs, complete = sealed_segments(run_dir)
     assert complete and [e for e, _ in pairs] == JournalReader(run_dir).sealed_paths
+
+
+def test_writer_end_group_when_called_then_the_pending_entries_are_one_group_written_as_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`end_group` ends the group being gathered where it is called (under "none" by the
+    thread, as a full group), does nothing with nothing pending, and refuses once closed."""
+    from engine import journal as journal_module
+
+    threads: list[str] = []
+    real = journal_module._GroupWrite.run_in_thread
+
+    def counting(self: Any, *args: Any) -> None:
+        threads.append("group")
+        real(self, *args)
+
+    monkeypatch.setattr(journal_module, "_THREAD_ROWS", 1)
+    monkeypatch.setattr(journal_module._GroupWrite, "run_in_thread", counting)
+    writer = JournalWriter(tmp_path, manifest(), batch_size=100, fsync="none")
+    for n in range(3):
+        writer.append(quote(n))
+    assert writer.pending == 3
+    writer.end_group()
+    assert writer.pending == 0
+    writer.end_group()  # nothing pending: no empty group
+    for n in range(3, 8):
+        writer.append(quote(n))
+    writer.end_group()
+    writer.close()
+    assert threads == ["group", "group"]
+    run_dir = tmp_path / "run-1"
+    sealed = pa.ipc.open_file(run_dir / MARKET_DIR / "000000.arrow")
+    groups = [sealed.get_batch(i).column("seq").to_pylist() for i in range(sealed.num_record_batches)]
+    assert groups == [[0, 1, 2], [3, 4, 5, 6, 7]]
+    reader = JournalReader(run_dir)
+    assert [e.msg for e in reader.entries()] == [quote(n) for n in range(8)]
+    assert reader.verify().ok
+    with pytest.raises(JournalError, match="the writer is closed"):
+        writer.end_group()

@@ -389,3 +389,49 @@ def test_run_when_stale_window_then_tick_strategy_sees_only_quotes_the_engine_ge
     assert strategy.seen == len(shown) and result.withheld > 0
     journaled = [m for _, m in entries(run_dir) if isinstance(m, QuoteTick)]
     assert len(journaled) == len(shown)
+
+
+def test_run_when_market_batches_are_large_then_each_ends_a_journal_group(tmp_path: Path) -> None:
+    """A market batch that brings the pending group to SIM_GROUP_END entries ends it, so a
+    group's market rows are slices of one input batch (joined without a copy); smaller
+    batches share a group."""
+    from sim.run import SIM_GROUP_END
+
+    sizes = [SIM_GROUP_END + 5, 1_000, SIM_GROUP_END, 7]
+    n = sum(sizes)
+    mid = 1_000 + np.arange(n) % 3
+    table = quote_table(
+        1_000 + np.arange(n, dtype=np.int64),
+        "X",
+        "A",
+        mid - 1,
+        np.full(n, 5),
+        mid + 1,
+        np.full(n, 5),
+    )
+    bounds = np.cumsum([0, *sizes])
+    batches = [table.slice(a, b - a).to_batches()[0] for a, b in zip(bounds[:-1], bounds[1:])]
+    config = EngineConfig(run_id="r", instruments=INSTRUMENTS)
+    result = SimRun(config, VENUES, tmp_path).run(batches, [])
+    sealed = pa.ipc.open_file(Path(result.run_dir) / "market" / "000000.arrow")
+    rows = [sealed.get_batch(i).num_rows for i in range(sealed.num_record_batches)]
+    assert rows == [sizes[0], sizes[1] + sizes[2], sizes[3]]
+    assert JournalReader(Path(result.run_dir)).verify().ok
+
+
+@settings(max_examples=200)
+@given(
+    values=st.lists(st.sampled_from(["X", "Y", "XY", "", "é"]), min_size=1, max_size=12),
+    cut=st.integers(0, 5),
+)
+def test_encode_when_column_is_any_string_column_then_codes_give_back_its_values(
+    values: list[str], cut: int
+) -> None:
+    """`_encode` (with its one-value fast path read off the buffers, sliced columns
+    included) gives each row's value back through the codes."""
+    from sim.run import _encode
+
+    column = pa.array(["pad"] * cut + values, pa.string()).slice(cut)
+    names, codes = _encode(column)
+    assert [names[c] for c in codes.tolist()] == values
+    assert len(set(names)) == len(names)
