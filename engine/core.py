@@ -264,6 +264,7 @@ class Engine:
         "_resolved",
         "_retries",
         "_risk",
+        "_risk_limits_timed",
         "_risk_timer",
         "_rng",
         "_session_state",
@@ -299,6 +300,8 @@ class Engine:
             raise ValueError(f"EngineConfig.{problem}")
         self._risk = config.risk
         self._money = Money(config.risk)
+        # configured exposure or notional limits (the config does not change): a risk timer
+        self._risk_limits_timed = bool(config.risk.limits.exposure) or _has_notional(config.risk)
         self._instruments: dict[str, Instrument] = {}
         for inst in config.instruments:
             problem = instrument_problem(inst)
@@ -1442,7 +1445,7 @@ class Engine:
         return effects
 
     def _needs_risk_timer(self) -> bool:
-        return self._watch_pnl or bool(self._risk.limits.exposure) or _has_notional(self._risk)
+        return self._watch_pnl or self._risk_limits_timed
 
     def _track(self, order: Order, dpos: int, dleaves: int, price: int | None) -> None:
         """Apply an order's change of position (`dpos` unsigned) and leaves to the books."""

@@ -69,6 +69,7 @@ class MarketView(NamedTuple):
     side: np.ndarray
     clear: np.ndarray
     ts_event: np.ndarray
+    single_key: int = -1  # the key of every row when the batch has one, else -1
 
 
 class VenueQuoting(msgspec.Struct, frozen=True, kw_only=True):

@@ -339,10 +339,11 @@ class SimRun:
 
         clear = batch.column("clear")
 
+        key = self._key_array(batch)
         return MarketView(
             ts=ints("ts", NULL),
             mtype=ints("mtype", -1),
-            key=self._key_array(batch),
+            key=key,
             bid_price=ints("bid_price", NULL),
             bid_size=ints("bid_size", NULL),
             ask_price=ints("ask_price", NULL),
@@ -354,6 +355,7 @@ class SimRun:
             if clear.null_count == n
             else pc.fill_null(clear, False).to_numpy(zero_copy_only=False),
             ts_event=ints("ts_event", NULL),
+            single_key=int(key[0]) if key.min() == key.max() else -1,
         )
 
     def _nulls(self, n: int, null: int | bool) -> np.ndarray:
@@ -532,7 +534,7 @@ class SimRun:
         self._batch = batch
         self._withheld = self._withheld_rows(view) if self._stale_venues else None
         self._quotes_only = bool((view.mtype == MTYPE_QUOTE).all())
-        self._one_key = bool(view.key.min() == view.key.max())
+        self._one_key = view.single_key >= 0
         cols: list[list[int]] = []
         if self.strategy is not None:
             withheld = self._withheld

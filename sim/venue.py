@@ -947,6 +947,9 @@ class SimVenue:
             last = hi == stop
             h = hi
             for k, mkt in self._live.items():
+                if view.single_key == k:
+                    h = min(h, self._key_horizon(view, slice(lo, h), mkt, carry, k, last))
+                    continue
                 rows = np.flatnonzero(keys[lo:h] == k)
                 if rows.size:
                     h = min(h, self._key_horizon(view, rows + lo, mkt, carry, k, last))
@@ -957,7 +960,7 @@ class SimVenue:
     def _key_horizon(
         self,
         view: MarketView,
-        rows: np.ndarray,
+        rows: KeyRows,
         mkt: _Mkt,
         carry: dict[int, list[tuple[bool, int, int]]],
         key: int,
@@ -968,21 +971,21 @@ class SimVenue:
         mtype = view.mtype[rows]
         if mkt.book is not None:
             hits = np.flatnonzero(mtype != MTYPE_QUOTE)
-            return int(rows[hits[0]]) if hits.size else _NEVER
+            return _row(rows, int(hits[0])) if hits.size else _NEVER
         resting = bool(mkt.buys) or bool(mkt.sells)
         if resting and not self._closed_form:
-            return int(rows[0])
+            return _row(rows, 0)
         books = np.flatnonzero(mtype == MTYPE_BOOK)
         if books.size:
             if books[0] == 0:
-                return int(rows[0])
+                return _row(rows, 0)
             # the rows before the first book row may hold an earlier stop
-            end = int(rows[books[0]])
-            rows, mtype = rows[: books[0]], mtype[: books[0]]
+            end = _row(rows, int(books[0]))
+            rows, mtype = _head(rows, int(books[0])), mtype[: books[0]]
         else:
             end = _NEVER
         a = _L1Arrays(view, rows, mtype)
-        first = len(rows)
+        first = len(mtype)
         groups = (carry.get(key) or _price_groups(mkt)) if resting else []
         for buy, price, ahead in groups:
             first = _first_true(a.fill_candidates(buy, price, ahead), first)
@@ -994,8 +997,8 @@ class SimVenue:
                 first = _first_true(a.stop_candidates(True, min(buy_stops), touch_mode), first)
             if sell_stops:
                 first = _first_true(a.stop_candidates(False, max(sell_stops), touch_mode), first)
-        if first < len(rows):
-            return int(rows[first])
+        if first < len(mtype):
+            return _row(rows, first)
         if groups and not last and end == _NEVER:
             moved = []
             for buy, price, ahead in groups:
@@ -1014,6 +1017,10 @@ class SimVenue:
         keys = view.key[start:stop]
         if len(self._my_keys) == 1:
             k, mkt = self._my_keys[0]
+            if view.single_key >= 0:
+                if view.single_key == k:
+                    self._skip_key(view, slice(start, stop), mkt)
+                return
             rows = np.flatnonzero(keys == k)
             if rows.size:
                 self._skip_key(view, rows + start, mkt)
@@ -1029,7 +1036,7 @@ class SimVenue:
             rows = idx if len(present) == 1 else idx[sub == k]
             self._skip_key(view, rows + start, mkt)
 
-    def _skip_key(self, view: MarketView, rows: np.ndarray, mkt: _Mkt) -> None:
+    def _skip_key(self, view: MarketView, rows: KeyRows, mkt: _Mkt) -> None:
         mtype = view.mtype[rows]
         quotes_only = bool((mtype == MTYPE_QUOTE).all())
         if mkt.book is None and (mkt.buys or mkt.sells):
@@ -1042,9 +1049,10 @@ class SimVenue:
                     if order.price == price:
                         order.pos.ahead = min(order.pos.ahead, cap) - traded
         if quotes_only:
-            last_quote = int(rows[-1])
-            trades = books = rows[:0]
+            last_quote = _row(rows, len(mtype) - 1)
+            trades = books = _NO_ROWS
         else:
+            rows = _indices(rows)
             q = rows[mtype == MTYPE_QUOTE]
             last_quote = int(q[-1]) if q.size else -1
             trades = rows[mtype == MTYPE_TRADE]
@@ -1087,6 +1095,26 @@ class SimVenue:
             mkt.book.set_level(Side.BUY if side[r] == 0 else Side.SELL, int(price[r]), int(qty[r]))
 
 
+# A key's rows of a batch: their indices, or a slice when they are every row in a range
+# (a batch of one key), so that its columns are views, not gathered copies.
+KeyRows = np.ndarray | slice
+_NO_ROWS = np.zeros(0, dtype=np.int64)
+
+
+def _row(rows: KeyRows, i: int) -> int:
+    """The batch row of the i-th of `rows`."""
+    return rows.start + i if isinstance(rows, slice) else int(rows[i])
+
+
+def _head(rows: KeyRows, n: int) -> KeyRows:
+    """The first n of `rows`."""
+    return slice(rows.start, rows.start + n) if isinstance(rows, slice) else rows[:n]
+
+
+def _indices(rows: KeyRows) -> np.ndarray:
+    return np.arange(rows.start, rows.stop) if isinstance(rows, slice) else rows
+
+
 def _first_true(mask: np.ndarray, before: int) -> int:
     """Return the index of the first True in mask[:before], else `before`."""
     if before <= 0:
@@ -1127,7 +1155,7 @@ class _L1Arrays:
         "view",
     )
 
-    def __init__(self, view: MarketView, rows: np.ndarray, mtype: np.ndarray) -> None:
+    def __init__(self, view: MarketView, rows: KeyRows, mtype: np.ndarray) -> None:
         self.view = view
         self.rows = rows
         self.is_trade = mtype == MTYPE_TRADE
@@ -1225,5 +1253,5 @@ class _L1Arrays:
                 hits = hits | self.is_trade  # the first trade ends touch mode
             return hits
         if not self.any_trade:
-            return np.zeros(len(self.rows), dtype=bool)
+            return np.zeros(len(self.is_trade), dtype=bool)
         return self.is_trade & ((self.px >= stop) if buy else (self.px <= stop))

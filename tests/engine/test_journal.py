@@ -938,7 +938,9 @@ def test_writer_end_group_when_called_then_the_pending_entries_are_one_group_wri
     assert threads == ["group", "group"]
     run_dir = tmp_path / "run-1"
     sealed = pa.ipc.open_file(run_dir / MARKET_DIR / "000000.arrow")
-    groups = [sealed.get_batch(i).column("seq").to_pylist() for i in range(sealed.num_record_batches)]
+    groups = [
+        sealed.get_batch(i).column("seq").to_pylist() for i in range(sealed.num_record_batches)
+    ]
     assert groups == [[0, 1, 2], [3, 4, 5, 6, 7]]
     reader = JournalReader(run_dir)
     assert [e.msg for e in reader.entries()] == [quote(n) for n in range(8)]

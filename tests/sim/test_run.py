@@ -4,6 +4,7 @@ stale-quote windows."""
 from __future__ import annotations
 
 import random
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -409,8 +410,8 @@ def test_run_when_market_batches_are_large_then_each_ends_a_journal_group(tmp_pa
         mid + 1,
         np.full(n, 5),
     )
-    bounds = np.cumsum([0, *sizes])
-    batches = [table.slice(a, b - a).to_batches()[0] for a, b in zip(bounds[:-1], bounds[1:])]
+    bounds = np.cumsum([0, *sizes]).tolist()
+    batches = [table.slice(a, b - a).to_batches()[0] for a, b in pairwise(bounds)]
     config = EngineConfig(run_id="r", instruments=INSTRUMENTS)
     result = SimRun(config, VENUES, tmp_path).run(batches, [])
     sealed = pa.ipc.open_file(Path(result.run_dir) / "market" / "000000.arrow")
