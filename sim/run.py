@@ -243,9 +243,11 @@ class SimRun:
                 best = (at, PRIO_VENUE)
         return best
 
-    def _step_event(self) -> None:
-        """Process the earliest pending event: a venue's own wake-up first at a tie."""
-        best = self._next_event()
+    def _step_event(self, best: tuple[int, int] | None = None) -> None:
+        """Process the earliest pending event (`best`: its (ts, priority) if known), a
+        venue's own wake-up first at a tie."""
+        if best is None:
+            best = self._next_event()
         assert best is not None
         for venue in self._venue_list:
             if venue.wakeup_at() == best[0] and best[1] == PRIO_VENUE:
@@ -559,12 +561,17 @@ class SimRun:
                 j = n
             else:
                 t, prio = event
-                side = "left" if prio < PRIO_MARKET else "right"
-                j = max(i, int(np.searchsorted(ts, t, side=side)))
+                at = int(ts[i])
+                if t < at or (t == at and prio < PRIO_MARKET):
+                    j = i  # the event comes before row i (the common case: no search)
+                else:
+                    side = "left" if prio < PRIO_MARKET else "right"
+                    j = max(i, int(np.searchsorted(ts, t, side=side)))
             if cols and self._cb_row < j:
                 j = self._callbacks(cols, max(self._cb_row, i), j)
+                event = None  # the strategy's signals may come first now
             if j == i:
-                self._step_event()
+                self._step_event(event)
                 continue
             if not self.fast:
                 self._slow_row(view, i)
@@ -615,7 +622,7 @@ class SimRun:
             event = self._next_event()
             if event is None or event[0] > end:
                 break
-            self._step_event()
+            self._step_event(event)
         undone = len(self._heap)
         self.runner.close()
         return SimResult(
