@@ -162,7 +162,10 @@ def _frames(entries: list[Path], market: list[Path]) -> dict[str, pl.DataFrame]:
         market-data files, which have MARKET_SCHEMA's columns only (others are null)."""
         if not market:
             return lf.select(cols)
-        narrow = pl.scan_ipc(market).select(c for c in cols if c in MARKET_SCHEMA.names)
+        wide = lf.collect_schema()  # instrument, venue: the run's dictionaries, decoded
+        narrow = pl.scan_ipc(market).select(
+            pl.col(c).cast(wide[c]) for c in cols if c in MARKET_SCHEMA.names
+        )
         return pl.concat([lf.select(cols), narrow], how="diagonal")
 
     # market-data kinds journaled with a cause are in the entries files: both are read

@@ -272,8 +272,11 @@ def _scan_sealed(info: RunInfo, cols: list[str]) -> pl.LazyFrame:
     market = [m for m in info.market if m is not None]
     if market:
         schema = frame.collect_schema()
-        narrow = pl.scan_ipc(market).select(
-            pl.col(c) if c in MARKET_SCHEMA.names else pl.lit(None, schema[c]).alias(c) for c in key
+        narrow = pl.scan_ipc(market).select(  # instrument, venue: the run's dictionaries
+            pl.col(c).cast(schema[c])
+            if c in MARKET_SCHEMA.names
+            else pl.lit(None, schema[c]).alias(c)
+            for c in key
         )
         frame = frame.merge_sorted(narrow, key="seq")
     return frame if key is cols else frame.select(cols)

@@ -10,7 +10,8 @@ Invariants:
   nullable X, anything else (dict, list, nested Struct, unions) -> utf8 holding msgspec
   JSON. A field name has one type in every message; importing this module fails if not.
 - Dictionary columns always carry the same dictionary object, so an IPC stream emits it
-  once and the IPC file format accepts it.
+  once and the IPC file format accepts it. The market-data table's instrument and venue
+  (RUN_DICTIONARY_COLUMNS) carry the run's own (`RunValues`), fixed when it starts.
 - A row of kind K has values only in K's columns; every other column is null there.
 - Encoding then decoding gives back an equal message of the same class: None, 0 and ""
   stay distinct, defaults are stored explicitly, enums come back as members. A value
@@ -48,6 +49,7 @@ __all__ = [
     "MARKET_DICTIONARIES",
     "MARKET_KINDS",
     "MARKET_SCHEMA",
+    "RUN_DICTIONARY_COLUMNS",
     "SCHEMA",
     "BatchBuilder",
     "CodecError",
@@ -55,6 +57,7 @@ __all__ = [
     "Encoder",
     "Entry",
     "Rows",
+    "RunValues",
     "assemble",
     "assemble_split",
     "check_message",
@@ -65,6 +68,7 @@ __all__ = [
     "encode",
     "merge",
     "message_error",
+    "one_value",
     "widen",
 ]
 
@@ -197,10 +201,68 @@ _MARKET_AT: tuple[int, ...] = (
     2,
     *sorted({_FIRST_FIELD + f.column for cls in MARKET_KINDS for f in _FIELDS[KINDS.index(cls)]}),
 )
-MARKET_SCHEMA: pa.Schema = pa.schema([SCHEMA.field(i) for i in _MARKET_AT])
+# Columns of the market-data table whose dictionary is the run's own (its instruments, its
+# venues, fixed when the run starts: see `RunValues`); a market-data row with another value
+# is journaled with the other entries.
+RUN_DICTIONARY_COLUMNS: tuple[str, ...] = ("instrument", "venue")
+_RUN_DICT_TYPE = pa.dictionary(pa.int32(), pa.utf8())
+_RUN_AT: tuple[int, ...] = tuple(SCHEMA.get_field_index(n) for n in RUN_DICTIONARY_COLUMNS)
+MARKET_SCHEMA: pa.Schema = pa.schema(
+    [
+        SCHEMA.field(i).with_type(_RUN_DICT_TYPE) if i in _RUN_AT else SCHEMA.field(i)
+        for i in _MARKET_AT
+    ]
+)
 MARKET_DICTIONARIES: tuple[tuple[int, str, pa.Array], ...] = tuple(
     (_MARKET_AT.index(i), name, fixed) for i, name, fixed in DICTIONARIES if i in _MARKET_AT
 )
+
+
+class RunValues:
+    """A run's values of the RUN_DICTIONARY_COLUMNS (its instruments and venues): the
+    dictionaries of those columns in its market-data table, made once when it starts."""
+
+    __slots__ = ("_codes", "dictionaries")
+
+    def __init__(self, instruments: Iterable[str], venues: Iterable[str]) -> None:
+        values = [list(dict.fromkeys(instruments)), list(dict.fromkeys(venues))]
+        self.dictionaries = {
+            j: pa.array(v, pa.utf8()) for j, v in zip(_RUN_AT, values, strict=True)
+        }
+        self._codes = {j: {name: n for n, name in enumerate(v)} for j, v in zip(_RUN_AT, values)}
+
+    def codes(self, j: int, column: pa.Array) -> np.ndarray[Any, np.dtype[np.int32]]:
+        """Each row's code in schema column j's dictionary, -1 for a value not in it."""
+        one = one_value(column)
+        if one is not None:
+            return np.full(len(column), self._codes[j].get(one, -1), dtype=np.int32)
+        found = pc.index_in(column, value_set=self.dictionaries[j])
+        codes: np.ndarray[Any, np.dtype[np.int32]] = pc.fill_null(found, -1).to_numpy()
+        return codes.astype(np.int32, copy=False)
+
+    def describe(self) -> str:
+        return ", ".join(
+            f"{SCHEMA.field(j).name}: {d.to_pylist()}" for j, d in self.dictionaries.items()
+        )
+
+
+def one_value(column: pa.Array) -> str | None:
+    """The value of a string column holding one value in every row, else None; read off
+    its buffers (a byte comparison: a tenth of the cost of `pc.equal`)."""
+    if column.null_count or column.type != pa.utf8() or not len(column):
+        return None
+    n = len(column)
+    offsets = np.frombuffer(
+        column.buffers()[1], dtype=np.int32, count=n + 1, offset=4 * column.offset
+    )
+    first, width = int(offsets[0]), int(offsets[1] - offsets[0])
+    if int(offsets[-1]) - first != n * width or not bool((np.diff(offsets) == width).all()):
+        return None
+    data = column.buffers()[2]
+    if data is None:  # every value empty
+        return ""
+    value = data[first : first + width].to_pybytes()
+    return value.decode() if data[first : first + n * width].to_pybytes() == value * n else None
 
 
 # --- checking -------------------------------------------------------------------------------
@@ -372,31 +434,46 @@ class Rows:
     `columns_rows`), so every row is a valid entry but for its seq.
     """
 
-    __slots__ = ("_market", "_mix", "columns", "length")
+    __slots__ = ("_codes", "_market", "_mix", "columns", "length")
 
     def __init__(self, length: int, columns: dict[int, pa.Array]) -> None:
         self.length = length
         self.columns = columns
         self._market: np.ndarray[Any, np.dtype[np.bool_]] | None = None
         self._mix = -2  # 1 every row is market data, 0 none is, -1 some are; -2 not known
+        self._codes: dict[int, pa.Array] = {}  # run dictionary codes, per schema column
 
-    def mix(self) -> int:
-        """1 if every row belongs in the market-data table, 0 if none does, -1 if some."""
+    def mix(self, run: RunValues) -> int:
+        """1 if every row belongs in the market-data table, 0 if none does, -1 if some
+        (for one run: the answer is kept)."""
         if self._mix == -2:
-            market = self.market()
+            market = self.market(run)
             self._mix = 1 if market.all() else 0 if not market.any() else -1
         return self._mix
 
-    def market(self) -> np.ndarray[Any, np.dtype[np.bool_]]:
-        """Which rows belong in the market-data table: a market-data kind without a cause."""
+    def market(self, run: RunValues) -> np.ndarray[Any, np.dtype[np.bool_]]:
+        """Which rows belong in the market-data table: a market-data kind without a cause
+        whose instrument and venue are the run's (kept, as are their codes)."""
         if self._market is None:
             kinds = self.columns[_KIND].to_numpy(zero_copy_only=False)
             market = _IS_MARKET[kinds]
             cause = self.columns.get(_CAUSE)
             if cause is not None and cause.null_count < self.length:
                 market &= ~cause.is_valid().to_numpy(zero_copy_only=False)
+            for j in _RUN_AT:
+                column = self.columns.get(j)
+                if column is None or not market.any():
+                    market &= False
+                    continue
+                codes = run.codes(j, column)
+                market &= codes >= 0
+                self._codes[j] = pa.array(codes)
             self._market = market
         return self._market
+
+    def run_codes(self, j: int) -> pa.Array:
+        """The run dictionary codes of schema column j (once `market` has found them)."""
+        return self._codes[j]
 
 
 class _Nulls:
@@ -453,31 +530,36 @@ def assemble(first_seq: int, parts: Sequence[Part]) -> pa.RecordBatch:
 
 
 def assemble_split(
-    first_seq: int, parts: Sequence[Part]
+    first_seq: int, parts: Sequence[Part], run: RunValues
 ) -> tuple[pa.RecordBatch | None, pa.RecordBatch | None]:
     """Split the entries of `parts` (seqs first_seq, first_seq + 1, ... in order) into a
-    market-data batch (MARKET_SCHEMA) and a batch of the others (SCHEMA), each in seq
-    order, None where there are no such rows. Adjacent slices of one `Rows` are joined,
-    so market data appended in slices of a bulk `Rows` costs no gather."""
+    market-data batch (MARKET_SCHEMA, its instruments and venues coded in the dictionaries
+    of `run`) and a batch of the others (SCHEMA), each in seq order, None where there are
+    no such rows. Adjacent slices of one `Rows` are joined, so market data appended in
+    slices of a bulk `Rows` costs no gather."""
     split: tuple[list[tuple[Rows, int, int, int]], ...] = ([], [])
     seq = first_seq
     for rows, start, stop in parts:
         if not 0 <= start < stop <= rows.length:
             raise ValueError(f"assemble_split: part [{start}, {stop}) of {rows.length} rows")
-        mix = rows.mix()
+        mix = rows.mix(run)
         if mix >= 0:
             split[1 - mix].append((rows, start, stop, seq))
             seq += stop - start
             continue
-        market = rows.market()[start:stop]  # some rows of `rows` are: split into runs
+        market = rows.market(run)[start:stop]  # some rows of `rows` are: split into runs
         bounds = [0, *(np.flatnonzero(market[1:] != market[:-1]) + 1).tolist(), stop - start]
         for a, b in pairwise(bounds):
             split[0 if market[a] else 1].append((rows, start + a, start + b, seq + a))
         seq += stop - start
-    return _split_batch(split[0], True), _split_batch(split[1], False)
+    return _split_batch(split[0], run), _split_batch(split[1], None)
 
 
-def _split_batch(found: list[tuple[Rows, int, int, int]], market: bool) -> pa.RecordBatch | None:
+def _split_batch(
+    found: list[tuple[Rows, int, int, int]], run: RunValues | None
+) -> pa.RecordBatch | None:
+    """The batch of the runs of rows `found` (rows, start, stop, first seq): market data
+    coded in the dictionaries of `run`, or (run None) the other entries."""
     if not found:
         return None
     lengths = np.array([stop - start for _, start, stop, _ in found], dtype=np.int64)
@@ -491,14 +573,25 @@ def _split_batch(found: list[tuple[Rows, int, int, int]], market: bool) -> pa.Re
             parts[-1] = (rows, parts[-1][1], stop)
         else:
             parts.append((rows, start, stop))
-    return _batch(parts, total, pa.array(seq), _MARKET_AT if market else None)
+    if run is None:
+        return _batch(parts, total, pa.array(seq), None)
+    coded = {}
+    for j in _RUN_AT:  # the run's codes in place of the strings (a market row has them)
+        codes = [rows.run_codes(j).slice(start, stop - start) for rows, start, stop in parts]
+        joined = codes[0] if len(codes) == 1 else pa.concat_arrays(codes)
+        coded[j] = pa.DictionaryArray.from_arrays(joined, run.dictionaries[j])
+    return _batch(parts, total, pa.array(seq), _MARKET_AT, coded)
 
 
 def _batch(
-    parts: Sequence[Part], total: int, seq: pa.Array, at: tuple[int, ...] | None
+    parts: Sequence[Part],
+    total: int,
+    seq: pa.Array,
+    at: tuple[int, ...] | None,
+    coded: dict[int, pa.Array] | None = None,
 ) -> pa.RecordBatch:
     """The batch of `parts` with the given seq column: SCHEMA's columns, or MARKET_SCHEMA's
-    (the schema indices `at`)."""
+    (the schema indices `at`, with the `coded` run dictionary columns)."""
     if len(parts) == 1:
         rows, start, stop = parts[0]
         whole = start == 0 and stop == rows.length
@@ -518,7 +611,11 @@ def _batch(
         elif i and _DICT_AT[i] is not None:
             array = pa.DictionaryArray.from_arrays(array, _DICT_AT[i])
         arrays.append(array)
-    return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA if at is None else MARKET_SCHEMA)
+    if at is None:
+        return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
+    for j, array in (coded or {}).items():
+        arrays[at.index(j)] = array
+    return pa.RecordBatch.from_arrays(arrays, schema=MARKET_SCHEMA)
 
 
 def widen(market: pa.RecordBatch) -> pa.RecordBatch:
@@ -526,7 +623,8 @@ def widen(market: pa.RecordBatch) -> pa.RecordBatch:
     rows = market.num_rows
     arrays = [_NULLS.column(rows, i) for i in range(len(_ROW_TYPES))]
     for k, i in enumerate(_MARKET_AT):
-        arrays[i] = market.column(k)
+        column = market.column(k)
+        arrays[i] = column.dictionary_decode() if i in _RUN_AT else column
     return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
 
 

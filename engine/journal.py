@@ -4,9 +4,12 @@ Layout of a run directory `<root>/<run_id>/`:
 - `manifest.json`: a `Manifest`, always replaced atomically (tmp, fsync, rename).
 - A segment is two files: `NNNNNN.arrow(s)`, every entry but market data, in
   `codec.SCHEMA`; and `market/NNNNNN.arrow(s)`, the market-data inputs (`codec.MARKET_KINDS`
-  without a cause) in the narrow `codec.MARKET_SCHEMA` (made with the segment's first
-  market data). Market data is most of a run and uses ten columns of the sixty-odd: apart,
-  it costs its own columns only.
+  without a cause, of the run's instruments and venues) in the narrow `codec.MARKET_SCHEMA`
+  (made with the segment's first market data). Market data is most of a run and uses ten
+  columns of the sixty-odd: apart, it costs its own columns only. Its instrument and venue
+  are coded in the run's dictionaries (`run_values`: the manifest's instruments, and the
+  venues they list), the same in every file of the run; market data of any other
+  instrument or venue is in the entries file, as text.
 - `.arrows`: an open file: the IPC file magic, then an Arrow IPC stream that only ever
   grows. Only the last segment is open.
 - `.arrow`: a sealed file in the IPC file format (Polars, pyarrow.dataset and DuckDB read
@@ -97,6 +100,7 @@ from engine.codec import (
     Encoder,
     Entry,
     Rows,
+    RunValues,
     assemble_split,
     columns_rows,
     decode,
@@ -126,7 +130,7 @@ __all__ = [
     "verify",
 ]
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 DEFAULT_BATCH_SIZE = 4096
 BUILDER_ROWS = 4096  # most entries the message-by-message builder holds before building
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
@@ -258,6 +262,14 @@ def _unlock(run_dir: Path, fd: int) -> None:
 
 class _Version(msgspec.Struct):
     format_version: int
+
+
+def run_values(manifest: Manifest) -> RunValues:
+    """The dictionaries of a run's market-data instruments and venues: its instruments in
+    manifest order, and the venues they list, sorted."""
+    instruments = [str(i.get("instrument")) for i in manifest.instruments]
+    venues = sorted({str(v) for i in manifest.instruments for v in i.get("venue_symbols") or {}})
+    return RunValues(instruments, venues)
 
 
 def read_manifest(run_dir: str | Path) -> Manifest:
@@ -1036,6 +1048,7 @@ class JournalWriter:
         "_prev",
         "_rows",
         "_run",
+        "_run_values",
         "_seal_error",
         "_sealer",
         "_segment",
@@ -1088,6 +1101,7 @@ class JournalWriter:
         self._run = 0  # builder rows appended since the last piece
         self._batch_end = batch_size  # the seq that completes the pending batch
         self._prev = genesis_hash(manifest.run_id)
+        self._run_values = run_values(manifest)
         self._segment = 0  # index of the open (or next) segment
         # The open segment's files: entries, and market data once some was written.
         self._streams: list[_Stream] = []
@@ -1393,7 +1407,7 @@ class JournalWriter:
         try:
             if self._seal_error is not None:
                 self._join_sealer()
-            market, entries = assemble_split(first, parts)
+            market, entries = assemble_split(first, parts, self._run_values)
             meta = {
                 _FIRST_SEQ: str(first).encode(),
                 _LAST_SEQ: str(first + rows - 1).encode(),
@@ -1621,7 +1635,7 @@ class JournalReader:
 
     def verify(self) -> VerifyReport:
         """Recompute the hash chain; check seq order, causes, schema and manifest totals."""
-        check = _Verifier(self.manifest.run_id)
+        check = _Verifier(self.manifest)
         for pair in self._pairs:
             check.pair(pair)
         return check.report(self.manifest, self._pairs, self.torn)
@@ -1646,8 +1660,9 @@ def _combine(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
 class _Verifier:
     """Walk the groups of a run in order, collecting counts and problems."""
 
-    def __init__(self, run_id: str) -> None:
-        self.prev = genesis_hash(run_id)
+    def __init__(self, manifest: Manifest) -> None:
+        self.prev = genesis_hash(manifest.run_id)
+        self.run = run_values(manifest)
         self.next_seq = 0
         self.first_seq: int | None = None
         self.batches = self.entries = 0
@@ -1723,6 +1738,14 @@ class _Verifier:
                 if not batch.column(column).dictionary.equals(fixed):
                     self.problems.append(
                         f"{where}: dictionary of column {name!r} is not the fixed one"
+                    )
+        if market is not None:
+            for j, values in self.run.dictionaries.items():
+                name = SCHEMA.field(j).name
+                if not market.column(name).dictionary.equals(values):
+                    self.problems.append(
+                        f"{where}: market-data dictionary of column {name!r} is not the "
+                        f"run's ({self.run.describe()})"
                     )
         if entries is not None:  # market data has no cause
             cause = entries.column(1)

@@ -70,6 +70,7 @@ class MarketView(NamedTuple):
     clear: np.ndarray
     ts_event: np.ndarray
     single_key: int = -1  # the key of every row when the batch has one, else -1
+    quotes_only: bool = False  # every row is a quote
 
 
 class VenueQuoting(msgspec.Struct, frozen=True, kw_only=True):

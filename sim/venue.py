@@ -970,12 +970,14 @@ class SimVenue:
         unless `last`, leave in `carry[key]` each price group's queue ahead after them."""
         mtype = view.mtype[rows]
         if mkt.book is not None:
+            if view.quotes_only:
+                return _NEVER
             hits = np.flatnonzero(mtype != MTYPE_QUOTE)
             return _row(rows, int(hits[0])) if hits.size else _NEVER
         resting = bool(mkt.buys) or bool(mkt.sells)
         if resting and not self._closed_form:
             return _row(rows, 0)
-        books = np.flatnonzero(mtype == MTYPE_BOOK)
+        books = _NO_ROWS if view.quotes_only else np.flatnonzero(mtype == MTYPE_BOOK)
         if books.size:
             if books[0] == 0:
                 return _row(rows, 0)
@@ -1038,7 +1040,7 @@ class SimVenue:
 
     def _skip_key(self, view: MarketView, rows: KeyRows, mkt: _Mkt) -> None:
         mtype = view.mtype[rows]
-        quotes_only = bool((mtype == MTYPE_QUOTE).all())
+        quotes_only = view.quotes_only or bool((mtype == MTYPE_QUOTE).all())
         if mkt.book is None and (mkt.buys or mkt.sells):
             # L1 resting orders (risk-averse): horizon saw to it that no fill and no
             # book row is among these rows.
@@ -1099,6 +1101,7 @@ class SimVenue:
 # (a batch of one key), so that its columns are views, not gathered copies.
 KeyRows = np.ndarray | slice
 _NO_ROWS = np.zeros(0, dtype=np.int64)
+_NO_TRADES = np.zeros(0, dtype=bool)  # is_trade of rows of a quotes-only batch (not read)
 
 
 def _row(rows: KeyRows, i: int) -> int:
@@ -1148,6 +1151,7 @@ class _L1Arrays:
         "any_trade",
         "is_quote",
         "is_trade",
+        "n",
         "px",
         "qty",
         "rows",
@@ -1158,8 +1162,9 @@ class _L1Arrays:
     def __init__(self, view: MarketView, rows: KeyRows, mtype: np.ndarray) -> None:
         self.view = view
         self.rows = rows
-        self.is_trade = mtype == MTYPE_TRADE
-        self.any_trade = bool(self.is_trade.any())
+        self.n = len(mtype)
+        self.is_trade = _NO_TRADES if view.quotes_only else mtype == MTYPE_TRADE
+        self.any_trade = not view.quotes_only and bool(self.is_trade.any())
         self._bp: np.ndarray | None = None
         self._ap: np.ndarray | None = None
         self._bs: np.ndarray | None = None
@@ -1253,5 +1258,5 @@ class _L1Arrays:
                 hits = hits | self.is_trade  # the first trade ends touch mode
             return hits
         if not self.any_trade:
-            return np.zeros(len(self.is_trade), dtype=bool)
+            return np.zeros(self.n, dtype=bool)
         return self.is_trade & ((self.px >= stop) if buy else (self.px <= stop))

@@ -12,6 +12,7 @@ from engine.codec import (
     MARKET_SCHEMA,
     SCHEMA,
     BatchBuilder,
+    RunValues,
     assemble,
     assemble_split,
     columns_rows,
@@ -21,10 +22,10 @@ from engine.codec import (
 from engine.messages import KINDS, Alert, QuoteTick, Severity, TradeTick
 
 
-def quote(ts: int) -> QuoteTick:
+def quote(ts: int, instrument: str = "X") -> QuoteTick:
     return QuoteTick(
         ts_recv=ts,
-        instrument="X",
+        instrument=instrument,
         venue="V",
         bid_price=ts,
         bid_size=1,
@@ -41,17 +42,26 @@ def alert(ts: int) -> Alert:
     return Alert(ts_recv=ts, severity=Severity.INFO, code="C", text="m", venue="V")
 
 
-MAKERS = {"quote": quote, "trade": trade, "alert": alert}
+def other(ts: int) -> QuoteTick:
+    """A quote of an instrument not among the run's: it stays in the wide table."""
+    return quote(ts, "Y")
+
+
+MAKERS = {"quote": quote, "trade": trade, "alert": alert, "other": other}
+RUN = RunValues(["X"], ["V"])
 
 
 @settings(max_examples=80, deadline=None)
 @given(
-    kinds=st.lists(st.sampled_from(["quote", "trade", "alert", "quote-caused"]), min_size=1),
+    kinds=st.lists(
+        st.sampled_from(["quote", "trade", "alert", "quote-caused", "other"]), min_size=1
+    ),
     bulk=st.integers(0, 40),
     cuts=st.lists(st.integers(0, 40), max_size=6),
+    others=st.sampled_from(["none", "all", "some"]),
 )
 def test_split_when_rows_mix_kinds_and_parts_then_merge_equals_assemble(
-    kinds: list[str], bulk: int, cuts: list[int]
+    kinds: list[str], bulk: int, cuts: list[int], others: str
 ) -> None:
     builder = BatchBuilder(len(kinds))
     for row, kind in enumerate(kinds):
@@ -66,7 +76,11 @@ def test_split_when_rows_mix_kinds_and_parts_then_merge_equals_assemble(
             pa.array([code] * bulk, pa.int8()),
             {
                 "ts_recv": list(range(bulk)),
-                "instrument": ["X"] * bulk,
+                "instrument": {
+                    "none": ["X"] * bulk,
+                    "all": ["Y"] * bulk,
+                    "some": ["XY"[i % 3 == 1] for i in range(bulk)],
+                }[others],
                 "venue": ["V"] * bulk,
                 "bid_price": list(range(bulk)),
                 "bid_size": [1] * bulk,
@@ -77,13 +91,18 @@ def test_split_when_rows_mix_kinds_and_parts_then_merge_equals_assemble(
         bounds = sorted({0, bulk, *(c for c in cuts if c < bulk)})
         slices = [(rows, a, b) for a, b in itertools.pairwise(bounds) if b > a]
         parts = [slices[0], (built, 0, len(kinds)), *slices[1:]]
-    market, entries = assemble_split(7, parts)
+    market, entries = assemble_split(7, parts, RUN)
     whole = assemble(7, parts)
     assert market is None or market.schema.equals(MARKET_SCHEMA)
     assert entries is None or entries.schema.equals(SCHEMA)
     # quotes with a cause stay in the wide table; alerts never go to the market table
     if market is not None:
         assert set(market.column("kind").to_pylist()) <= {"QuoteTick", "TradeTick"}
+        # and only the run's instruments and venues, coded in its dictionaries
+        assert set(market.column("instrument").to_pylist()) == {"X"}
+        assert market.column("instrument").dictionary.equals(
+            RUN.dictionaries[SCHEMA.get_field_index("instrument")]
+        )
     merged = merge(entries, market)
     assert decode(merged) == decode(whole)
     assert merged.column(0).to_pylist() == list(range(7, 7 + whole.num_rows))

@@ -29,6 +29,7 @@ from engine.journal import (
     Manifest,
     TornTail,
     genesis_hash,
+    read_manifest,
     verify,
 )
 from engine.messages import (
@@ -49,7 +50,9 @@ def manifest(run_id: str = "run-1", **overrides: Any) -> Manifest:
         "mode": "test",
         "seed": 42,
         "config": {"risk": {"max_qty": 10}},
-        "instruments": [{"instrument": "BTC-USD", "price_precision": 2}],
+        "instruments": [
+            {"instrument": "BTC-USD", "price_precision": 2, "venue_symbols": {"sim": "BTC-USD"}}
+        ],
         "fill_model_hash": None,
         "code_version": "test",
     }
@@ -153,7 +156,7 @@ def test_manifest_when_run_closes_then_it_records_status_head_and_entries(tmp_pa
     assert stored.entries == 7
     assert stored.head_hash == writer.head_hash
     assert stored.config == {"risk": {"max_qty": 10}}
-    assert stored.instruments == [{"instrument": "BTC-USD", "price_precision": 2}]
+    assert stored.instruments == manifest().instruments
     assert not list((tmp_path / "run-1").glob("*.tmp"))
 
 
@@ -947,3 +950,35 @@ def test_writer_end_group_when_called_then_the_pending_entries_are_one_group_wri
     assert reader.verify().ok
     with pytest.raises(JournalError, match="the writer is closed"):
         writer.end_group()
+
+
+def test_market_table_when_written_then_instrument_and_venue_are_the_runs_dictionaries(
+    tmp_path: Path,
+) -> None:
+    """The market-data table codes instrument and venue in the run's dictionaries (its
+    instruments, the venues they list); a quote of another instrument stays in the wide
+    table; readers see strings; verify checks the dictionaries against the manifest."""
+    with JournalWriter(tmp_path, manifest(), batch_size=4) as writer:
+        for n in range(6):
+            writer.append(quote(n))
+        other = msgspec.structs.replace(quote(6), instrument="ETH-USD")
+        writer.append(other)
+    run_dir = tmp_path / "run-1"
+    market = pa.ipc.open_file(run_dir / MARKET_DIR / "000000.arrow").read_all()
+    assert market.num_rows == 6
+    assert market.schema.field("instrument").type == pa.dictionary(pa.int32(), pa.utf8())
+    assert market.column("instrument").chunk(0).dictionary.to_pylist() == ["BTC-USD"]
+    assert market.column("venue").chunk(0).dictionary.to_pylist() == ["sim"]
+    wide = pa.ipc.open_file(run_dir / "000000.arrow").read_all()
+    assert wide.column("instrument").to_pylist() == ["ETH-USD"]
+    reader = JournalReader(run_dir)
+    assert [e.msg for e in reader.entries()] == [*(quote(n) for n in range(6)), other]
+    assert reader.verify().ok
+    # the manifest names other instruments: the market file's dictionary is not the run's
+    stored = read_manifest(run_dir)
+    renamed = [{**i, "instrument": "SOL-USD"} for i in stored.instruments]
+    (run_dir / "manifest.json").write_bytes(
+        msgspec.json.encode(msgspec.structs.replace(stored, instruments=renamed))
+    )
+    problems = JournalReader(run_dir).verify().problems
+    assert any("dictionary of column 'instrument' is not the run's" in p for p in problems)

@@ -16,7 +16,13 @@ from engine.messages import KIND_CODE, BookDelta, QuoteTick, Side, Signal, Trade
 
 
 def manifest(run_id: str = "bulk") -> Manifest:
-    return Manifest(run_id=run_id, mode="test", seed=0, code_version="test")
+    return Manifest(
+        run_id=run_id,
+        mode="test",
+        seed=0,
+        code_version="test",
+        instruments=[{"instrument": "X", "venue_symbols": {"V": "X"}}],
+    )
 
 
 def test_append_columns_when_mixed_with_appends_then_entries_in_seq_order(tmp_path: Path) -> None:

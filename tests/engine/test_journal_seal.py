@@ -16,7 +16,13 @@ from engine.messages import QuoteTick, Side, Signal
 
 
 def manifest() -> Manifest:
-    return Manifest(run_id="seal", mode="test", seed=0, code_version="test")
+    return Manifest(
+        run_id="seal",
+        mode="test",
+        seed=0,
+        code_version="test",
+        instruments=[{"instrument": "X", "venue_symbols": {"V": "X"}}],
+    )
 
 
 def fill(writer: JournalWriter, count: int) -> None:

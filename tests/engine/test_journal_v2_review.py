@@ -25,7 +25,13 @@ EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"
 
 
 def manifest() -> Manifest:
-    return Manifest(run_id=RUN, mode="test", seed=7, code_version="test")
+    return Manifest(
+        run_id=RUN,
+        mode="test",
+        seed=7,
+        code_version="test",
+        instruments=[{"instrument": "X", "venue_symbols": {"V": "X"}}],
+    )
 
 
 def make(kind: str, ts: int) -> m.Message:

@@ -118,7 +118,23 @@ def build(rows: list[Row]) -> tuple[MarketView, list[QuoteTick | TradeTick | Boo
                     clear=bool(f["clear"]),
                 )
             )
-    view = MarketView(ts, mtype, key, bp, bs, ap, asz, price, qty, side, clear, ts.copy())
+    one_key = len(key) > 0 and key.min() == key.max()
+    view = MarketView(
+        ts,
+        mtype,
+        key,
+        bp,
+        bs,
+        ap,
+        asz,
+        price,
+        qty,
+        side,
+        clear,
+        ts.copy(),
+        single_key=int(key[0]) if one_key else -1,  # the fast paths of one key,
+        quotes_only=bool((mtype == 0).all()),  # and of quotes only, when drawn
+    )
     return view, msgs
 
 
