@@ -273,6 +273,7 @@ class Engine:
         "_signals",
         "_slices",
         "_states",
+        "_timer_handlers",
         "_trades",
         "_venue_positions",
         "_vol",
@@ -376,6 +377,20 @@ class Engine:
             OrderStatusReport: self._on_status_report,
             PositionReport: self._on_position_report,
             Instrument: self._on_instrument,
+        }
+        self._timer_handlers: dict[str, Callable[[TimerFired], list[Message]]] = {
+            ACK_TIMEOUT: self._on_ack_timeout,
+            RETRY: self._on_retry,
+            PARTIAL_TIMEOUT: self._on_partial_timeout,
+            CHASE: self._on_chase,
+            STALE_ORDER: self._on_stale_order,
+            SLICE: self._on_slice,
+            BREAKER: self._on_breaker_timer,
+            RISK_CHECK: self._on_risk_check,
+            RECON_TIMEOUT: self._on_recon_timeout,
+            SESSION: self._on_session,
+            DAY_EXPIRY: self._on_day_expiry,
+            CANCEL_RETRY: self._on_cancel_retry,
         }
 
     # --- the entry point ------------------------------------------------------------
@@ -1783,20 +1798,7 @@ class Engine:
     # --- timers -----------------------------------------------------------------------
 
     def _on_timer(self, msg: TimerFired) -> list[Message]:
-        handler = {
-            ACK_TIMEOUT: self._on_ack_timeout,
-            RETRY: self._on_retry,
-            PARTIAL_TIMEOUT: self._on_partial_timeout,
-            CHASE: self._on_chase,
-            STALE_ORDER: self._on_stale_order,
-            SLICE: self._on_slice,
-            BREAKER: self._on_breaker_timer,
-            RISK_CHECK: self._on_risk_check,
-            RECON_TIMEOUT: self._on_recon_timeout,
-            SESSION: self._on_session,
-            DAY_EXPIRY: self._on_day_expiry,
-            CANCEL_RETRY: self._on_cancel_retry,
-        }.get(msg.purpose)
+        handler = self._timer_handlers.get(msg.purpose)
         if handler is None:
             return [
                 Alert(
