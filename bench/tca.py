@@ -272,8 +272,9 @@ def scan_floor(run_dir: Path) -> float:
     market-data files, which have fewer columns) and count rows by kind."""
     t = time.perf_counter()
     entries = pl.scan_ipc(str(run_dir / "*.arrow")).select(list(TCA_COLUMNS))
+    wide = entries.collect_schema()  # instrument, venue: the run's dictionaries, decoded
     market = pl.scan_ipc(str(run_dir / MARKET_DIR / "*.arrow")).select(
-        [c for c in TCA_COLUMNS if c in MARKET_SCHEMA.names]
+        pl.col(c).cast(wide[c]) for c in TCA_COLUMNS if c in MARKET_SCHEMA.names
     )
     pl.concat([entries, market], how="diagonal").group_by("kind").agg(
         pl.len(), *(pl.col(c).null_count() for c in TCA_COLUMNS if c != "kind")

@@ -537,42 +537,53 @@ def assemble_split(
     of `run`) and a batch of the others (SCHEMA), each in seq order, None where there are
     no such rows. Adjacent slices of one `Rows` are joined, so market data appended in
     slices of a bulk `Rows` costs no gather."""
-    split: tuple[list[tuple[Rows, int, int, int]], ...] = ([], [])
+    # per table (0 market data, 1 the others): each run's first seq and length, and the
+    # parts its rows come from, adjacent slices of one Rows joined as they come
+    firsts: tuple[list[int], list[int]] = ([], [])
+    lengths: tuple[list[int], list[int]] = ([], [])
+    joined: tuple[list[Part], list[Part]] = ([], [])
+
+    def add(k: int, rows: Rows, start: int, stop: int, seq: int) -> None:
+        firsts[k].append(seq)
+        lengths[k].append(stop - start)
+        out = joined[k]
+        if out and out[-1][0] is rows and out[-1][2] == start:
+            out[-1] = (rows, out[-1][1], stop)
+        else:
+            out.append((rows, start, stop))
+
     seq = first_seq
     for rows, start, stop in parts:
         if not 0 <= start < stop <= rows.length:
             raise ValueError(f"assemble_split: part [{start}, {stop}) of {rows.length} rows")
         mix = rows.mix(run)
         if mix >= 0:
-            split[1 - mix].append((rows, start, stop, seq))
-            seq += stop - start
-            continue
-        market = rows.market(run)[start:stop]  # some rows of `rows` are: split into runs
-        bounds = [0, *(np.flatnonzero(market[1:] != market[:-1]) + 1).tolist(), stop - start]
-        for a, b in pairwise(bounds):
-            split[0 if market[a] else 1].append((rows, start + a, start + b, seq + a))
+            add(1 - mix, rows, start, stop, seq)
+        else:  # some rows of `rows` are market data: split into runs
+            market = rows.market(run)[start:stop]
+            bounds = [0, *(np.flatnonzero(market[1:] != market[:-1]) + 1).tolist(), stop - start]
+            for a, b in pairwise(bounds):
+                add(0 if market[a] else 1, rows, start + a, start + b, seq + a)
         seq += stop - start
-    return _split_batch(split[0], run), _split_batch(split[1], None)
+    return (
+        _split_batch(firsts[0], lengths[0], joined[0], run),
+        _split_batch(firsts[1], lengths[1], joined[1], None),
+    )
 
 
 def _split_batch(
-    found: list[tuple[Rows, int, int, int]], run: RunValues | None
+    firsts: list[int], lengths: list[int], parts: list[Part], run: RunValues | None
 ) -> pa.RecordBatch | None:
-    """The batch of the runs of rows `found` (rows, start, stop, first seq): market data
-    coded in the dictionaries of `run`, or (run None) the other entries."""
-    if not found:
+    """The batch of one table's runs of rows (each run's first seq and length, the parts
+    holding them): market data coded in the dictionaries of `run`, or (run None) the
+    other entries."""
+    if not parts:
         return None
-    lengths = np.array([stop - start for _, start, stop, _ in found], dtype=np.int64)
-    firsts = np.array([seq for _, _, _, seq in found], dtype=np.uint64)
-    total = int(lengths.sum())
-    starts = (np.cumsum(lengths) - lengths).astype(np.uint64)
-    seq = np.repeat(firsts - starts, lengths) + np.arange(total, dtype=np.uint64)
-    parts: list[Part] = []
-    for rows, start, stop, _ in found:
-        if parts and parts[-1][0] is rows and parts[-1][2] == start:
-            parts[-1] = (rows, parts[-1][1], stop)
-        else:
-            parts.append((rows, start, stop))
+    length = np.array(lengths, dtype=np.int64)
+    total = int(length.sum())
+    starts = (np.cumsum(length) - length).astype(np.uint64)
+    first = np.array(firsts, dtype=np.uint64)
+    seq = np.repeat(first - starts, length) + np.arange(total, dtype=np.uint64)
     if run is None:
         return _batch(parts, total, pa.array(seq), None)
     coded = {}

@@ -598,11 +598,15 @@ class _Pair:
         return [self.entries] if self.market is None else [self.market, self.entries]
 
     def _settle(self, last_seq: int | None) -> None:
+        """Cut the open files back to their whole groups that follow each other from
+        `last_seq` (the run's last seq before this segment): a crash can keep a later
+        group of one file and lose an earlier one of the other, and what follows a lost
+        group is cut too, so that no seq is ever missing."""
         kept = used = 0
         for group in self.groups():
             first, last = _span(group.meta, str(self.entries.path))
             rows = sum(b.num_rows for b in (group.entries, group.market) if b is not None)
-            if rows != last - first + 1:
+            if rows != last - first + 1 or first != (0 if last_seq is None else last_seq + 1):
                 break
             kept += group.entries is not None
             used += group.market is not None

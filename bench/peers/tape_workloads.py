@@ -25,6 +25,7 @@ repository root, with it and then `bench/` on PYTHONPATH); prints one JSON line.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import shutil
 import time
@@ -156,7 +157,8 @@ def batches(path: Path) -> Iterator[pa.RecordBatch]:
         end = max(b.address + b.size for b in buffers) - base.address
         starts.append(start)
         page = start // mmap.PAGESIZE * mmap.PAGESIZE
-        mapped.madvise(_MADV_POPULATE_READ, page, end - page)  # map the batch at once
+        with contextlib.suppress(OSError):  # a kernel before 5.14 faults pages one by one
+            mapped.madvise(_MADV_POPULATE_READ, page, end - page)  # map the batch at once
         if i >= 2:
             mapped.madvise(mmap.MADV_DONTNEED, 0, starts[i - 1] // mmap.PAGESIZE * mmap.PAGESIZE)
         yield batch
