@@ -73,6 +73,16 @@ INSTRUMENTS = ("BTC-USD", "ETH-USD", "SOL-USD", "AAPL", "EURUSD")
 VENUES = ("binance", "coinbase", "kraken", "sim")
 
 
+def bench_manifest(run_id: str) -> Manifest:
+    """A bench run's manifest: its instruments, each listed on every venue the bench uses
+    (the market-data table codes instrument and venue in the run's dictionaries)."""
+    venues = (*VENUES, "SIM")
+    instruments = [{"instrument": i, "venue_symbols": {v: i for v in venues}} for i in INSTRUMENTS]
+    return Manifest(
+        run_id=run_id, mode="bench", seed=7, code_version="bench", instruments=instruments
+    )
+
+
 def make_entries(count: int, seed: int = 7) -> Entries:
     """Build a deterministic, realistic entry mix: (message, cause index or None)."""
     rng = random.Random(seed)
@@ -213,7 +223,7 @@ def time_tape_append(
     entries: Entries, batch_size: int, root: Path, compression: Any
 ) -> tuple[float, float, int]:
     """Append every entry to a JournalWriter; return (append s, close s, bytes on disk)."""
-    manifest = Manifest(run_id=f"bench-{batch_size}", mode="bench", seed=7, code_version="bench")
+    manifest = bench_manifest(f"bench-{batch_size}")
     run_dir = root / manifest.run_id
     shutil.rmtree(run_dir, ignore_errors=True)
     writer = JournalWriter(
@@ -375,7 +385,7 @@ BULK_EVERY = 1_000
 
 def time_bulk(quotes: int, root: Path) -> tuple[float, Path]:
     """Append `quotes` quotes in slices with an order every BULK_EVERY; return (s, run)."""
-    manifest = Manifest(run_id="bench-bulk", mode="bench", seed=7, code_version="bench")
+    manifest = bench_manifest("bench-bulk")
     shutil.rmtree(root / manifest.run_id, ignore_errors=True)
     chunks = [bulk_rows(a, min(BULK_BATCH, quotes - a)) for a in range(0, quotes, BULK_BATCH)]
     started = time.perf_counter()

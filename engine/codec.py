@@ -586,12 +586,7 @@ def _split_batch(
     seq = np.repeat(first - starts, length) + np.arange(total, dtype=np.uint64)
     if run is None:
         return _batch(parts, total, pa.array(seq), None)
-    coded = {}
-    for j in _RUN_AT:  # the run's codes in place of the strings (a market row has them)
-        codes = [rows.run_codes(j).slice(start, stop - start) for rows, start, stop in parts]
-        joined = codes[0] if len(codes) == 1 else pa.concat_arrays(codes)
-        coded[j] = pa.DictionaryArray.from_arrays(joined, run.dictionaries[j])
-    return _batch(parts, total, pa.array(seq), _MARKET_AT, coded)
+    return _batch(parts, total, pa.array(seq), _MARKET_AT, run)
 
 
 def _batch(
@@ -599,10 +594,10 @@ def _batch(
     total: int,
     seq: pa.Array,
     at: tuple[int, ...] | None,
-    coded: dict[int, pa.Array] | None = None,
+    run: RunValues | None = None,
 ) -> pa.RecordBatch:
     """The batch of `parts` with the given seq column: SCHEMA's columns, or MARKET_SCHEMA's
-    (the schema indices `at`, with the `coded` run dictionary columns)."""
+    (the schema indices `at`, instrument and venue coded in the dictionaries of `run`)."""
     if len(parts) == 1:
         rows, start, stop = parts[0]
         whole = start == 0 and stop == rows.length
@@ -624,8 +619,15 @@ def _batch(
         arrays.append(array)
     if at is None:
         return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
-    for j, array in (coded or {}).items():
-        arrays[at.index(j)] = array
+    if run is None:
+        raise ValueError("a market-data batch codes its instrument and venue: no RunValues")
+    for j in _RUN_AT:  # the run's codes in place of the strings (a market row has them)
+        if len(parts) == 1:  # found when the rows were split: a slice of them
+            rows, start, stop = parts[0]
+            codes = rows.run_codes(j).slice(start, stop - start)
+        else:  # gathered from several parts: coded once, as gathered
+            codes = pa.array(run.codes(j, columns[j]))
+        arrays[at.index(j)] = pa.DictionaryArray.from_arrays(codes, run.dictionaries[j])
     return pa.RecordBatch.from_arrays(arrays, schema=MARKET_SCHEMA)
 
 
