@@ -78,12 +78,11 @@ from sim.market import MARKET_SCHEMA, MTYPE_BOOK, MTYPE_QUOTE, MTYPE_TRADE, NULL
 from sim.venue import SimVenue, VenueConfig
 
 PRIO_VENUE, PRIO_MARKET, PRIO_SIGNAL, PRIO_TIMER = 0, 1, 2, 3
-# Journal groups of sim runs: market data comes in bulk, and since journal v2 a group's
-# market rows are zero-copy slices of the input batch, so a group ends with the market
-# batch that brings it to SIM_GROUP_END entries (one bench batch of 65,536 quotes is one
-# group: no gather of rows from two batches), and at SIM_GROUP_ROWS at the latest.
-# 65,536-entry groups ran W1 ~10% faster than 32,768 for ~7 MB more peak RSS
-# (bench/sim.py, 2026-11-22).
+# Journal groups of sim runs: market data comes in bulk, and a group's market rows are
+# zero-copy slices of the input batch when they come from one batch, so a group ends with
+# the market batch that brings it to SIM_GROUP_END entries (a batch of 65,536 quotes is one
+# group: no gather across batches), and at SIM_GROUP_ROWS at the latest. Small batches
+# share a group (a group costs a few ms of fixed work: a thread, metadata, a hash).
 SIM_GROUP_ROWS = 131_072
 SIM_GROUP_END = 32_768
 _KIND_OF_MTYPE = np.array(
@@ -323,7 +322,6 @@ class SimRun:
             return values
 
         clear = batch.column("clear")
-
         key = self._key_array(batch)
         mtype = ints("mtype", -1)
         return MarketView(
