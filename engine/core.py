@@ -1535,15 +1535,13 @@ class Engine:
     def _anomaly(self, msg: VenueEvent, order: Order, event: OrderEvent, why: str) -> Alert:
         """Count and describe a venue event that contradicts the order's state."""
         self._anomalies += 1
-        return Alert(
-            ts_recv=msg.ts_recv,
-            severity=Severity.WARNING,
-            code="ORDER_ANOMALY",
-            text=f"{type(msg).__name__} ({event.value}) for order {order.order_id} "
+        return self._order_alert(
+            msg.ts_recv,
+            Severity.WARNING,
+            "ORDER_ANOMALY",
+            f"{type(msg).__name__} ({event.value}) for order {order.order_id} "
             f"in {order.status.value}: {why}; order unchanged",
-            order_id=order.order_id,
-            instrument=order.instrument,
-            venue=order.venue,
+            order,
         )
 
     def _on_venue_event(self, msg: VenueEvent) -> list[Message]:
@@ -1642,15 +1640,13 @@ class Engine:
             timer = self._timer(now, backoff, RETRY, order.order_id)
             self._retries[timer.timer_id] = order
             effects.append(
-                Alert(
-                    ts_recv=now,
-                    severity=Severity.INFO,
-                    code="ORDER_RETRY",
-                    text=f"order {order.order_id} rejected by {order.venue} ({msg.reason}): "
+                self._order_alert(
+                    now,
+                    Severity.INFO,
+                    "ORDER_RETRY",
+                    f"order {order.order_id} rejected by {order.venue} ({msg.reason}): "
                     f"retry {attempts + 1} of {policy.max_retries} in {backoff // 1_000_000} ms",
-                    order_id=order.order_id,
-                    instrument=order.instrument,
-                    venue=order.venue,
+                    order,
                 )
             )
             effects.append(timer)
@@ -1662,15 +1658,13 @@ class Engine:
         else:
             why = "retryable, but partly filled" if retryable else "not retryable"
         effects.append(
-            Alert(
-                ts_recv=now,
-                severity=Severity.WARNING,
-                code="ORDER_REJECTED",
-                text=f"order {order.order_id} ({order.side.value} {order.qty} "
+            self._order_alert(
+                now,
+                Severity.WARNING,
+                "ORDER_REJECTED",
+                f"order {order.order_id} ({order.side.value} {order.qty} "
                 f"{order.instrument}) rejected by {order.venue}: {msg.reason} ({why})",
-                order_id=order.order_id,
-                instrument=order.instrument,
-                venue=order.venue,
+                order,
             )
         )
         return effects
@@ -1711,15 +1705,13 @@ class Engine:
         if not overfill:
             return effects
         effects.append(
-            Alert(
-                ts_recv=msg.ts_recv,
-                severity=Severity.CRITICAL,
-                code="OVERFILL",
-                text=f"order {order.order_id} filled {order.filled_qty} of qty {order.qty} "
+            self._order_alert(
+                msg.ts_recv,
+                Severity.CRITICAL,
+                "OVERFILL",
+                f"order {order.order_id} filled {order.filled_qty} of qty {order.qty} "
                 f"(trade {msg.trade_id} for {msg.qty}): booked to positions; reconcile",
-                order_id=order.order_id,
-                instrument=order.instrument,
-                venue=order.venue,
+                order,
             )
         )
         return effects
@@ -1821,15 +1813,12 @@ class Engine:
             return []
         waited_ms = (msg.ts_recv - order.ts_created) // 1_000_000
         effects: list[Message] = [
-            Alert(
-                ts_recv=msg.ts_recv,
-                severity=Severity.WARNING,
-                code="ACK_TIMEOUT",
-                text=f"order {order.order_id} on {order.venue} not acknowledged "
-                f"after {waited_ms} ms",
-                order_id=order.order_id,
-                instrument=order.instrument,
-                venue=order.venue,
+            self._order_alert(
+                msg.ts_recv,
+                Severity.WARNING,
+                "ACK_TIMEOUT",
+                f"order {order.order_id} on {order.venue} not acknowledged after {waited_ms} ms",
+                order,
             )
         ]
         breaker = self._breakers.get(order.venue)
@@ -1946,17 +1935,7 @@ class Engine:
             f"order {order.order_id} ({order.side.value} {order.qty} {order.instrument} on "
             f"{order.venue}) has worked {waited_s:g} s without a fill"
         )
-        return [
-            Alert(
-                ts_recv=msg.ts_recv,
-                severity=Severity.WARNING,
-                code="ORDER_STALE",
-                text=text,
-                order_id=order.order_id,
-                instrument=order.instrument,
-                venue=order.venue,
-            )
-        ]
+        return [self._order_alert(msg.ts_recv, Severity.WARNING, "ORDER_STALE", text, order)]
 
     def _on_slice(self, msg: TimerFired) -> list[Message]:
         slicing = self._slices.pop(msg.timer_id, None)
