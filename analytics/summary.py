@@ -39,7 +39,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from engine.codec import MARKET_SCHEMA
+from analytics.tca import scan_market
 from engine.journal import read_manifest, sealed_segments
 from engine.messages import Instrument, Side
 from engine.positions import PositionBook
@@ -160,13 +160,10 @@ def _frames(entries: list[Path], market: list[Path]) -> dict[str, pl.DataFrame]:
     def everything(*cols: str) -> pl.LazyFrame:
         """The columns of every entry: market data (inputs without a cause) is in the
         market-data files, which have MARKET_SCHEMA's columns only (others are null)."""
+        wide = lf.select(cols)
         if not market:
-            return lf.select(cols)
-        wide = lf.collect_schema()  # instrument, venue: the run's dictionaries, decoded
-        narrow = pl.scan_ipc(market).select(
-            pl.col(c).cast(wide[c]) for c in cols if c in MARKET_SCHEMA.names
-        )
-        return pl.concat([lf.select(cols), narrow], how="diagonal")
+            return wide
+        return pl.concat([wide, scan_market(market, wide.collect_schema())])
 
     # market-data kinds journaled with a cause are in the entries files: both are read
     quotes = everything("seq", "kind", "instrument", "venue", "bid_price", "ask_price")

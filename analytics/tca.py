@@ -104,6 +104,18 @@ MARKOUT_HORIZONS_NS: tuple[tuple[str, int], ...] = (
     ("10s", 10 * NS_PER_S),
     ("60s", 60 * NS_PER_S),
 )
+# The per-order cost measures in bps, in the order the order table lists them.
+_COST_BPS: tuple[str, ...] = (
+    "slippage_signal_bps",
+    "slippage_arrival_bps",
+    "slippage_best_bps",
+    "is_execution_bps",
+    "is_opportunity_bps",
+    "is_fees_bps",
+    "shortfall_bps",
+    "effective_spread_bps",
+    *(f"markout_{h}_bps" for h, _ in MARKOUT_HORIZONS_NS),
+)
 DEFAULT_TIME_BUCKET_NS = 3_600 * NS_PER_S
 WINDOWS_NS: tuple[tuple[str, int], ...] = (
     ("hour", 3_600 * NS_PER_S),
@@ -264,21 +276,24 @@ def _empty_frame(columns: Sequence[str]) -> pl.LazyFrame:
     return pl.from_arrow(SCHEMA.empty_table().select(list(columns))).lazy()  # type: ignore[union-attr]
 
 
+def scan_market(paths: Sequence[str | Path], schema: pl.Schema) -> pl.LazyFrame:
+    """Market-data files as a lazy frame of `schema` (the entries files' columns and
+    types): instrument and venue decoded from the run's dictionaries, the columns
+    MARKET_SCHEMA does not have null."""
+    return pl.scan_ipc(list(paths)).select(
+        pl.col(c).cast(t) if c in MARKET_SCHEMA.names else pl.lit(None, t).alias(c)
+        for c, t in schema.items()
+    )
+
+
 def _scan_sealed(info: RunInfo, cols: list[str]) -> pl.LazyFrame:
     """The sealed segments' entries (the columns `cols`) in seq order: the entries files
-    and the market-data files (null where MARKET_SCHEMA has no such column) merged."""
+    and the market-data files merged."""
     key = cols if "seq" in cols else ["seq", *cols]
     frame = pl.scan_ipc(list(info.sealed)).select(key)
     market = [m for m in info.market if m is not None]
     if market:
-        schema = frame.collect_schema()
-        narrow = pl.scan_ipc(market).select(  # instrument, venue: the run's dictionaries
-            pl.col(c).cast(schema[c])
-            if c in MARKET_SCHEMA.names
-            else pl.lit(None, schema[c]).alias(c)
-            for c in key
-        )
-        frame = frame.merge_sorted(narrow, key="seq")
+        frame = frame.merge_sorted(scan_market(market, frame.collect_schema()), key="seq")
     return frame if key is cols else frame.select(cols)
 
 
@@ -1981,15 +1996,7 @@ def _finish(
         "arrival_mid",
         "arrival_best_mid",
         "decision_price",
-        "slippage_signal_bps",
-        "slippage_arrival_bps",
-        "slippage_best_bps",
-        "is_execution_bps",
-        "is_opportunity_bps",
-        "is_fees_bps",
-        "shortfall_bps",
-        "effective_spread_bps",
-        *(f"markout_{h}_bps" for h, _ in MARKOUT_HORIZONS_NS),
+        *_COST_BPS,
         "filled_notional",
         "order_notional",
         "fees_ccy",
@@ -2229,15 +2236,7 @@ ORDER_COLUMNS: tuple[str, ...] = (
     "vwap",
     "fees",
     "sign",
-    "slippage_signal_bps",
-    "slippage_arrival_bps",
-    "slippage_best_bps",
-    "is_execution_bps",
-    "is_opportunity_bps",
-    "is_fees_bps",
-    "shortfall_bps",
-    "effective_spread_bps",
-    *(f"markout_{n}_bps" for n, _ in MARKOUT_HORIZONS_NS),
+    *_COST_BPS,
     "time_to_fill_ns",
     *(f"lat_{name}_ns" for name, _, _ in STAGES),
     "lat_sent_to_done_ns",

@@ -42,8 +42,7 @@ import pyarrow.compute as pc
 from rich.console import Console
 from rich.table import Table
 
-from analytics.tca import TCA_COLUMNS, aggregate, load_tca
-from engine.codec import MARKET_SCHEMA
+from analytics.tca import TCA_COLUMNS, aggregate, load_tca, scan_market
 from engine.core import EngineConfig
 from engine.journal import MARKET_DIR, JournalWriter
 from engine.messages import (
@@ -272,11 +271,8 @@ def scan_floor(run_dir: Path) -> float:
     market-data files, which have fewer columns) and count rows by kind."""
     t = time.perf_counter()
     entries = pl.scan_ipc(str(run_dir / "*.arrow")).select(list(TCA_COLUMNS))
-    wide = entries.collect_schema()  # instrument, venue: the run's dictionaries, decoded
-    market = pl.scan_ipc(str(run_dir / MARKET_DIR / "*.arrow")).select(
-        pl.col(c).cast(wide[c]) for c in TCA_COLUMNS if c in MARKET_SCHEMA.names
-    )
-    pl.concat([entries, market], how="diagonal").group_by("kind").agg(
+    market = scan_market(sorted((run_dir / MARKET_DIR).glob("*.arrow")), entries.collect_schema())
+    pl.concat([entries, market]).group_by("kind").agg(
         pl.len(), *(pl.col(c).null_count() for c in TCA_COLUMNS if c != "kind")
     ).collect()
     return time.perf_counter() - t

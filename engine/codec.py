@@ -462,9 +462,10 @@ class Rows:
                 market &= ~cause.is_valid().to_numpy(zero_copy_only=False)
             for j in _RUN_AT:
                 column = self.columns.get(j)
-                if column is None or not market.any():
-                    market &= False
-                    continue
+                if column is None:  # rows without it are not the run's market data
+                    market[:] = False
+                if not market.any():
+                    break
                 codes = run.codes(j, column)
                 market &= codes >= 0
                 self._codes[j] = pa.array(codes)
@@ -584,20 +585,14 @@ def _split_batch(
     starts = (np.cumsum(length) - length).astype(np.uint64)
     first = np.array(firsts, dtype=np.uint64)
     seq = np.repeat(first - starts, length) + np.arange(total, dtype=np.uint64)
-    if run is None:
-        return _batch(parts, total, pa.array(seq), None)
-    return _batch(parts, total, pa.array(seq), _MARKET_AT, run)
+    return _batch(parts, total, pa.array(seq), run)
 
 
 def _batch(
-    parts: Sequence[Part],
-    total: int,
-    seq: pa.Array,
-    at: tuple[int, ...] | None,
-    run: RunValues | None = None,
+    parts: Sequence[Part], total: int, seq: pa.Array, run: RunValues | None
 ) -> pa.RecordBatch:
-    """The batch of `parts` with the given seq column: SCHEMA's columns, or MARKET_SCHEMA's
-    (the schema indices `at`, instrument and venue coded in the dictionaries of `run`)."""
+    """The batch of `parts` with the given seq column: SCHEMA's columns, or (given the
+    `run`) MARKET_SCHEMA's, instrument and venue coded in the run's dictionaries."""
     if len(parts) == 1:
         rows, start, stop = parts[0]
         whole = start == 0 and stop == rows.length
@@ -609,25 +604,24 @@ def _batch(
         columns = _interleave(parts, total)
     if _KIND not in columns:
         raise ValueError("assemble: rows without a kind column")
+    at = range(len(_ROW_TYPES)) if run is None else _MARKET_AT
     arrays = []
-    for i in range(len(_ROW_TYPES)) if at is None else at:
+    for i in at:
         array = seq if i == 0 else columns.get(i)
         if array is None:
             array = _NULLS.column(total, i)
         elif i and _DICT_AT[i] is not None:
             array = pa.DictionaryArray.from_arrays(array, _DICT_AT[i])
         arrays.append(array)
-    if at is None:
-        return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
     if run is None:
-        raise ValueError("a market-data batch codes its instrument and venue: no RunValues")
+        return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
     for j in _RUN_AT:  # the run's codes in place of the strings (a market row has them)
         if len(parts) == 1:  # found when the rows were split: a slice of them
             rows, start, stop = parts[0]
             codes = rows.run_codes(j).slice(start, stop - start)
         else:  # gathered from several parts: coded once, as gathered
             codes = pa.array(run.codes(j, columns[j]))
-        arrays[at.index(j)] = pa.DictionaryArray.from_arrays(codes, run.dictionaries[j])
+        arrays[_MARKET_AT.index(j)] = pa.DictionaryArray.from_arrays(codes, run.dictionaries[j])
     return pa.RecordBatch.from_arrays(arrays, schema=MARKET_SCHEMA)
 
 

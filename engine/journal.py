@@ -1758,10 +1758,13 @@ class _Verifier:
                 and pc.any(pc.greater_equal(cause, entries.column(0))).as_py()
             ):
                 self.problems.append(f"{where}: an entry's cause is not an earlier seq")
-        if rows:
-            ts = merge(entries, market).column(3)
-            self.first_ts = ts[0].as_py() if self.first_ts is None else self.first_ts
-            self.last_ts = ts[rows - 1].as_py()
+        if rows:  # each batch is in seq order: the group's ends are its batches' ends
+            ends = [b for b in batches if b.num_rows]
+            if self.first_ts is None:
+                head = min(ends, key=lambda b: b.column(0)[0].as_py())
+                self.first_ts = head.column("ts_recv")[0].as_py()
+            tail = max(ends, key=lambda b: b.column(0)[-1].as_py())
+            self.last_ts = tail.column("ts_recv")[-1].as_py()
             self.first_seq = first if self.first_seq is None else self.first_seq
         self.next_seq = last + 1
 

@@ -192,13 +192,11 @@ class SimRun:
         self._seq = 0
         self._now = 0
         self._cb_row = 0  # callbacks done for rows < this one, in the current batch
-        # The current market batch: its rows as journal columns (made on first use), the
-        # rows withheld from the engine (None: none are), and whether it has one key only.
+        # The current market batch: its rows as journal columns (made on first use), and
+        # the rows withheld from the engine (None: none are).
         self._rows: Rows | None = None
         self._batch: pa.RecordBatch | None = None
         self._withheld: np.ndarray | None = None
-        self._one_key = False
-        self._quotes_only = True
         self._stale_venues = [v for v in self._venue_list if v.faults.stale_quotes]
         self._null_arrays: dict[tuple[int, int, type], np.ndarray] = {}
         self.market_rows = self.inputs = self.effects = self.signals = self.withheld = 0
@@ -472,14 +470,14 @@ class SimRun:
             self.withheld += b - a - kept.size
         # The engine: the last quote and trade per key, and every book level, in row order.
         mtype = view.mtype[a:b]
-        if kept is None and self._one_key and mtype[-1] == MTYPE_QUOTE and self._quotes_only:
+        if kept is None and view.single_key >= 0 and view.quotes_only:
             rows = [b - a - 1]
         else:
             keys = view.key[a:b]
             at = np.arange(b - a) if kept is None else kept
             sub = mtype[at]
             rows = _last_per_key(keys, at[sub == MTYPE_QUOTE])
-            if not self._quotes_only:
+            if not view.quotes_only:
                 rows += _last_per_key(keys, at[sub == MTYPE_TRADE])
                 rows += at[sub == MTYPE_BOOK].tolist()
             rows.sort()
@@ -518,8 +516,6 @@ class SimRun:
         self._rows = None
         self._batch = batch
         self._withheld = self._withheld_rows(view) if self._stale_venues else None
-        self._quotes_only = view.quotes_only
-        self._one_key = view.single_key >= 0
         cols: list[list[int]] = []
         if self.strategy is not None:
             withheld = self._withheld

@@ -865,10 +865,9 @@ def test_writer_when_a_threaded_group_write_fails_then_the_next_call_raises_and_
     assert reader.verify().ok
 
 
-def test_writer_when_groups_written_by_a_thread_then_bytes_equal_written_in_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """fsync "none" (groups by a thread) and "batch" (in line) write the same bytes."""
+def threaded_groups(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Have every full group of one entry or more written by the writer thread, and list
+    one "group" per group it writes (the list returned)."""
     from engine import journal as journal_module
 
     threads: list[str] = []
@@ -880,6 +879,14 @@ def test_writer_when_groups_written_by_a_thread_then_bytes_equal_written_in_line
 
     monkeypatch.setattr(journal_module, "_THREAD_ROWS", 1)
     monkeypatch.setattr(journal_module._GroupWrite, "run_in_thread", counting)
+    return threads
+
+
+def test_writer_when_groups_written_by_a_thread_then_bytes_equal_written_in_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fsync "none" (groups by a thread) and "batch" (in line) write the same bytes."""
+    threads = threaded_groups(monkeypatch)
     for policy in ("none", "batch"):
         with JournalWriter(tmp_path / policy, manifest(), batch_size=4, fsync=policy) as w:  # type: ignore[arg-type]
             write_run(w, 40)
@@ -916,17 +923,7 @@ def test_writer_end_group_when_called_then_the_pending_entries_are_one_group_wri
 ) -> None:
     """`end_group` ends the group being gathered where it is called (under "none" by the
     thread, as a full group), does nothing with nothing pending, and refuses once closed."""
-    from engine import journal as journal_module
-
-    threads: list[str] = []
-    real = journal_module._GroupWrite.run_in_thread
-
-    def counting(self: Any, *args: Any) -> None:
-        threads.append("group")
-        real(self, *args)
-
-    monkeypatch.setattr(journal_module, "_THREAD_ROWS", 1)
-    monkeypatch.setattr(journal_module._GroupWrite, "run_in_thread", counting)
+    threads = threaded_groups(monkeypatch)
     writer = JournalWriter(tmp_path, manifest(), batch_size=100, fsync="none")
     for n in range(3):
         writer.append(quote(n))

@@ -48,15 +48,20 @@ VENUES = (VenueConfig(name="A", latency_ns=3), VenueConfig(name="B", latency_ns=
 KEYS = [(i.instrument, v.name) for i in INSTRUMENTS for v in VENUES]
 
 
-def market(seed: int, rows: int, kinds: tuple[int, ...] = (0, 0, 0, 0, 1, 2)) -> pa.Table:
-    """A random mixed market (quotes, trades, book levels) around a walking mid."""
+def market(
+    seed: int,
+    rows: int,
+    kinds: tuple[int, ...] = (0, 0, 0, 0, 1, 2),
+    keys: list[tuple[str, str]] = KEYS,
+) -> pa.Table:
+    """A random mixed market (quotes, trades, book levels) of `keys` around a walking mid."""
     rng = random.Random(seed)
-    mid = {k: 1_000 for k in KEYS}
+    mid = {k: 1_000 for k in keys}
     cols: dict[str, list[object]] = {name: [] for name in MARKET_SCHEMA.names}
     ts = 1_000
     for _ in range(rows):
         ts += rng.choice((0, 0, 1, 2, 5))
-        key = rng.choice(KEYS)
+        key = rng.choice(keys)
         mid[key] += rng.choice((-2, -1, 0, 1, 2))
         mtype = rng.choice(kinds)
         row: dict[str, object] = dict.fromkeys(MARKET_SCHEMA.names)
@@ -125,10 +130,12 @@ def signals(seed: int, table: pa.Table, every: int) -> list[Signal]:
     return out
 
 
-def run(tmp: Path, table: pa.Table, sigs: list[Signal], **kw: object) -> tuple[Path, SimRun]:
+def run(
+    tmp: Path, table: pa.Table, sigs: list[Signal], chunk: int = 64, **kw: object
+) -> tuple[Path, SimRun]:
     config = EngineConfig(run_id="r", instruments=INSTRUMENTS)
     sim = SimRun(config, VENUES, tmp, **kw)  # type: ignore[arg-type]
-    result = sim.run(table.to_batches(max_chunksize=64), sigs)
+    result = sim.run(table.to_batches(max_chunksize=chunk), sigs)
     return Path(result.run_dir), sim
 
 
@@ -436,3 +443,87 @@ def test_encode_when_column_is_any_string_column_then_codes_give_back_its_values
     names, codes = _encode(column)
     assert [names[c] for c in codes.tolist()] == values
     assert len(set(names)) == len(names)
+
+
+# --- batches of one key (the venue's slice fast paths), from a review ----------------------
+
+
+def limit_signals(seed: int, table: pa.Table, key: tuple[str, str]) -> list[Signal]:
+    rng = random.Random(seed + 1)
+    ts = table.column("ts").to_pylist()
+    return [
+        Signal(
+            ts_recv=ts[i],
+            signal_id=f"s{n}",
+            strategy="p",
+            account="ACC",
+            instrument=key[0],
+            venue=key[1],
+            side=rng.choice(list(Side)),
+            qty=rng.randint(1, 50),
+            order_type=OrderType.LIMIT,
+            price=1_000 + rng.randint(-4, 4),
+            tif=TimeInForce.GTC,
+        )
+        for n, i in enumerate(range(3, len(ts), 9))
+    ]
+
+
+def verified_entries(
+    tmp: Path, table: pa.Table, sigs: list[Signal], chunk: int, fast: bool
+) -> list[tuple[int | None, object]]:
+    run_dir, _ = run(tmp, table, sigs, chunk, fast=fast)
+    assert JournalReader(run_dir).verify().ok
+    return entries(run_dir)
+
+
+@pytest.mark.parametrize(
+    ("seed", "kinds", "chunk"),
+    [
+        (1, (0,), 13),  # quotes only: the quotes_only fast paths
+        (2, (0, 0, 0, 1), 11),  # quotes and trades, L1
+        (3, (0, 0, 0, 0, 1, 2), 7),  # with book rows: L2 keys, some quotes-only batches
+        (4, (0, 2), 5),
+    ],
+)
+def test_run_when_every_batch_has_one_key_then_fast_forward_equals_row_by_row(
+    tmp_path: Path, seed: int, kinds: tuple[int, ...], chunk: int
+) -> None:
+    """Batches of one key take the slice fast paths (horizon and skip with `KeyRows`
+    slices, quotes-only shortcuts, shared all-null view columns): a fast run journals
+    exactly what a row-by-row run does."""
+    key = ("X", "A") if seed % 2 else ("Y", "B")
+    table = market(seed, 400, kinds, [key])
+    sigs = limit_signals(seed, table, key)
+    fast = verified_entries(tmp_path / "fast", table, sigs, chunk, True)
+    slow = verified_entries(tmp_path / "slow", table, sigs, chunk, False)
+    assert fast == slow
+    assert any(type(m).__name__ == "OrderFilled" for _, m in fast) or seed == 4
+
+
+def test_run_when_events_land_on_row_timestamps_then_same_order_as_row_by_row(
+    tmp_path: Path,
+) -> None:
+    """Signals and venue responses at exactly a row's ts and before it (the loop's
+    no-search branch, `_step_event(best)`): the fast run orders them as the slow one."""
+    table = market(9, 300, (0, 0, 1), [("X", "A")])
+    ts = table.column("ts").to_pylist()
+    sigs = [
+        Signal(
+            ts_recv=ts[i] - (i % 2),  # at a row's ts, or just before it
+            signal_id=f"e{i}",
+            strategy="p",
+            account="ACC",
+            instrument="X",
+            venue="A",
+            side=Side.BUY if i % 4 else Side.SELL,
+            qty=5,
+            order_type=OrderType.LIMIT,
+            price=1_000 + (i % 5) - 2,
+            tif=TimeInForce.GTC,
+        )
+        for i in range(2, 300, 7)
+    ]
+    fast = verified_entries(tmp_path / "fast", table, sigs, 17, True)
+    slow = verified_entries(tmp_path / "slow", table, sigs, 17, False)
+    assert fast == slow
