@@ -1625,9 +1625,10 @@ class JournalReader:
         chosen: list[pa.RecordBatch] = []
         have = 0
         for pair in reversed(self._pairs):
-            for batch in reversed(list(pair.merged())):
+            for group in reversed(list(pair.groups())):  # merged only as far back as needed
                 if have >= n:
                     break
+                batch = merge(group.entries, group.market)
                 chosen.append(batch)
                 have += batch.num_rows
             if have >= n:
