@@ -990,7 +990,7 @@ class SimVenue:
         first = len(mtype)
         groups = (carry.get(key) or _price_groups(mkt)) if resting else []
         for buy, price, ahead in groups:
-            first = _first_true(a.fill_candidates(buy, price, ahead), first)
+            first = a.first_fill(buy, price, ahead, first)
         if mkt.stops:
             buy_stops = [o.stop for o in mkt.stops.values() if o.buy and o.stop is not None]
             sell_stops = [o.stop for o in mkt.stops.values() if not o.buy and o.stop is not None]
@@ -1222,6 +1222,27 @@ class _L1Arrays:
         """Trade rows at `price` that hit our side (aggressor opposite or unknown)."""
         return self.is_trade & (self.sd != (0 if buy else 1)) & (self.px == price)
 
+    def first_fill(self, buy: bool, price: int, ahead: int, before: int) -> int:
+        """Return the first row before `before` at which a resting order at `price` with
+        `ahead` queued could fill, else `before`."""
+        if before <= 0:
+            return before
+        if self.any_trade:
+            return _first_true(self.fill_candidates(buy, price, ahead), before)
+        # quotes only: the opposite touch reaching the price; one reduction says "none"
+        if buy:
+            ask = self.ap[:before]
+            if ask.min() > price:  # NULL (no ask) is the least int64: looked at below
+                return before
+            hits = (ask <= price) & (ask != NULL)
+        else:
+            bid = self.bp[:before]
+            if bid.max() < price:
+                return before
+            hits = bid >= price
+        i = int(hits.argmax())
+        return i if hits[i] else before
+
     def fill_candidates(self, buy: bool, price: int, ahead: int) -> np.ndarray:
         """Rows at which a resting order at `price` with `ahead` queued could fill."""
         if buy:
@@ -1242,6 +1263,21 @@ class _L1Arrays:
 
     def queue_cap(self, buy: bool, price: int) -> tuple[int, int]:
         """Return (cap, traded): after these rows, ahead = min(ahead, cap) - traded."""
+        if not self.n:
+            return UNKNOWN, 0
+        if not self.any_trade:
+            # quotes only: the least `_level`, found with reductions (a row where the
+            # level is empty makes it 0; else the least size shown at the price, if any)
+            if buy:
+                own, size = self.bp, self.bs
+                if own.min() < price:  # no bid, or a bid below the price
+                    return 0, 0
+            else:
+                own, size = self.ap, self.asz
+                if own.max() > price or own.min() == NULL:
+                    return 0, 0
+            shown = size[own == price]
+            return (max(int(shown.min()), 0) if shown.size else UNKNOWN), 0
         level = self._level(buy, price)
         if self.any_trade:
             at = self._at_price(buy, price)

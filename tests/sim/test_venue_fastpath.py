@@ -506,3 +506,63 @@ def test_skip_when_book_rows_then_book_equals_row_by_row() -> None:
         slow.on_market(msg)
     assert state(fast) == state(slow)
     assert state(fast)[0][6] == ([(49, 3), (48, 2)], [(52, 7)])  # type: ignore[index]
+
+
+# --- quotes only: the reductions against the general formulas ----------------------------
+
+
+@st.composite
+def quote_columns(draw: st.DrawFn) -> tuple[np.ndarray, ...]:
+    """Bid and ask prices (NULL: that side empty) and sizes of 1-40 quote rows."""
+    n = draw(st.integers(1, 40))
+    price = st.one_of(st.just(NULL), st.integers(95, 105))
+    size = st.integers(-1, 6)  # a negative size shows as 0
+    bp, bs, ap, asz = (
+        np.array(draw(st.lists(s, min_size=n, max_size=n)), dtype=np.int64)
+        for s in (price, size, price, size)
+    )
+    return bp, bs, ap, asz
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    quote_columns(),
+    st.booleans(),
+    st.integers(95, 105),
+    st.integers(0, 8),
+    st.integers(0, 45),
+    st.integers(0, 10),
+)
+def test_l1_arrays_when_quotes_only_then_reductions_equal_the_row_formulas(
+    columns: tuple[np.ndarray, ...], buy: bool, price: int, ahead: int, before: int, start: int
+) -> None:
+    """`first_fill` and `queue_cap` on quote-only rows (a reduction first, then at most
+    one mask) give what the per-row formulas give (`fill_candidates`, `_level`), over a
+    slice of the batch (one key) and over gathered rows (several keys)."""
+    bp, bs, ap, asz = columns
+    n = len(bp)
+    filler = np.zeros(n, dtype=np.int64)
+    view = MarketView(
+        filler,
+        np.full(n, MTYPE_QUOTE, dtype=np.int8),
+        filler.astype(np.int32),
+        bp,
+        bs,
+        ap,
+        asz,
+        np.full(n, NULL),
+        np.full(n, NULL),
+        np.full(n, -1, dtype=np.int8),
+        np.zeros(n, dtype=bool),
+        filler,
+        single_key=0,
+        quotes_only=True,
+    )
+    start = min(start, n - 1)
+    for rows in (slice(start, n), np.arange(start, n)):
+        a = venue_module._L1Arrays(view, rows, view.mtype[rows])
+        assert not a.any_trade
+        limit = min(before, a.n)
+        expected_first = venue_module._first_true(a.fill_candidates(buy, price, ahead), limit)
+        assert a.first_fill(buy, price, ahead, limit) == expected_first
+        assert a.queue_cap(buy, price) == (int(a._level(buy, price).min()), 0)
