@@ -95,3 +95,17 @@ def test_tca_when_bad_usage_then_exit_2_names_the_argument(
 ) -> None:
     assert tca(journals, *args) == 2
     assert message in capsys.readouterr().err
+
+
+def test_cli_when_parser_built_then_matplotlib_not_imported() -> None:
+    """matplotlib (~0.25 s to import) loads only when an HTML report draws, not with the
+    parser every `tape` command builds."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from tape.cli import build_parser; build_parser(); "
+        "print('matplotlib' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
