@@ -44,7 +44,7 @@ from rich.table import Table
 
 from analytics.tca import TCA_COLUMNS, aggregate, load_tca, scan_market
 from engine.core import EngineConfig
-from engine.journal import MARKET_DIR, JournalWriter
+from engine.journal import JournalWriter, sealed_segments
 from engine.messages import (
     KIND_CODE,
     AssetClass,
@@ -261,17 +261,19 @@ def write_journal(root: Path, run_id: str, fills: int, seed: int = 7) -> tuple[P
     return root / run_id, entries, written
 
 
-def segment_files(run_dir: Path) -> list[Path]:
-    """The sealed segment files: entries, then market data."""
-    return sorted(run_dir.glob("*.arrow")) + sorted((run_dir / MARKET_DIR).glob("*.arrow"))
+def segment_files(run_dir: Path) -> tuple[list[Path], list[Path]]:
+    """The sealed segments' entries files and market-data files."""
+    segments, _ = sealed_segments(run_dir)
+    return [e for e, _ in segments], [m for _, m in segments if m is not None]
 
 
 def scan_floor(run_dir: Path) -> float:
     """Read the TCA columns of every segment with Polars (the entries files and the
     market-data files, which have fewer columns) and count rows by kind."""
     t = time.perf_counter()
-    entries = pl.scan_ipc(str(run_dir / "*.arrow")).select(list(TCA_COLUMNS))
-    market = scan_market(sorted((run_dir / MARKET_DIR).glob("*.arrow")), entries.collect_schema())
+    entries_files, market_files = segment_files(run_dir)
+    entries = pl.scan_ipc(entries_files).select(list(TCA_COLUMNS))
+    market = scan_market(market_files, entries.collect_schema())
     pl.concat([entries, market]).group_by("kind").agg(
         pl.len(), *(pl.col(c).null_count() for c in TCA_COLUMNS if c != "kind")
     ).collect()
@@ -344,7 +346,7 @@ def main(argv: list[str] | None = None) -> None:
                 run_dir, entries, got = write_journal(root, run_id, fills)
                 assert got == fills, (got, fills)
             write_s = time.perf_counter() - t
-            files = segment_files(run_dir)
+            files = [p for paths in segment_files(run_dir) for p in paths]
             entries = sum(pl.scan_ipc(str(p)).select(pl.len()).collect().item() for p in files)
             size_mb = sum(p.stat().st_size for p in files) / 2**20
             floor = min(scan_floor(run_dir) for _ in range(args.repeats))

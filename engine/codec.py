@@ -615,12 +615,10 @@ def _batch(
         arrays.append(array)
     if run is None:
         return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
-    for j in _RUN_AT:  # the run's codes in place of the strings (a market row has them)
-        if len(parts) == 1:  # found when the rows were split: a slice of them
-            rows, start, stop = parts[0]
-            codes = rows.run_codes(j).slice(start, stop - start)
-        else:  # gathered from several parts: coded once, as gathered
-            codes = pa.array(run.codes(j, columns[j]))
+    for j in _RUN_AT:  # the run's codes in place of the strings, found when the rows were
+        # split (`Rows.market`): slices of them, in the parts' order as the columns are
+        slices = [rows.run_codes(j).slice(start, stop - start) for rows, start, stop in parts]
+        codes = slices[0] if len(slices) == 1 else pa.concat_arrays(slices)
         arrays[_MARKET_AT.index(j)] = pa.DictionaryArray.from_arrays(codes, run.dictionaries[j])
     return pa.RecordBatch.from_arrays(arrays, schema=MARKET_SCHEMA)
 

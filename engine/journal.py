@@ -1733,7 +1733,11 @@ class _Verifier:
             )
             self.chain_ok = False
         self.last = where
-        market_bytes = b"" if market is None else pair.files[0].group_bytes(group.market_index)
+        market_bytes = (
+            b""
+            if market is None or pair.market is None
+            else pair.market.group_bytes(group.market_index)
+        )
         entries_bytes = b"" if entries is None else pair.entries.group_bytes(group.index)
         self.prev = _group_hash(prev, market_bytes, entries_bytes)
         for batch, fixed_columns in ((entries, DICTIONARIES), (market, MARKET_DICTIONARIES)):

@@ -469,13 +469,12 @@ class SimRun:
             self.inputs += kept.size
             self.withheld += b - a - kept.size
         # The engine: the last quote and trade per key, and every book level, in row order.
-        mtype = view.mtype[a:b]
         if kept is None and view.single_key >= 0 and view.quotes_only:
             rows = [b - a - 1]
         else:
             keys = view.key[a:b]
             at = np.arange(b - a) if kept is None else kept
-            sub = mtype[at]
+            sub = view.mtype[a:b][at]
             rows = _last_per_key(keys, at[sub == MTYPE_QUOTE])
             if not view.quotes_only:
                 rows += _last_per_key(keys, at[sub == MTYPE_TRADE])

@@ -1263,8 +1263,6 @@ class _L1Arrays:
 
     def queue_cap(self, buy: bool, price: int) -> tuple[int, int]:
         """Return (cap, traded): after these rows, ahead = min(ahead, cap) - traded."""
-        if not self.n:
-            return UNKNOWN, 0
         if not self.any_trade:
             # quotes only: the least `_level`, found with reductions (a row where the
             # level is empty makes it 0; else the least size shown at the price, if any)
