@@ -11,7 +11,8 @@ Invariants (DESIGN.md, "The one rule"):
   not an input (a command, an effect) becomes an `Alert` too.
 - A signal either becomes exactly one `SubmitOrder` (with its ack-timeout
   `ScheduleTimer`), or a `SignalRejected` naming the check and why, or nothing (a
-  target already reached). A signal id is handled once.
+  target already reached), after the cancels of the signal it replaces (if it names
+  one). A signal id is handled once.
 - Duplicate fills (same trade id for the order) are dropped before the state machine.
   An overfill is booked (the venue says it traded) and raises a CRITICAL alert.
 - Market data is the hot path, and its contract lets runners skip it in bulk:
@@ -23,6 +24,9 @@ Invariants (DESIGN.md, "The one rule"):
   volatility estimate, say) must keep a bulk form of itself and change that test.
 - A CANCEL signal cancels the open orders of the signal it names (allowed while halted,
   as it only reduces risk), or is denied saying why nothing was sent.
+- An ORDER signal naming `cancels` replaces that signal: its open orders are canceled
+  first, as a CANCEL would (nothing open is no error), then the new order runs the
+  gauntlet as any other; one input, so the pair cannot be split or half-journaled.
 - Every other signal runs the gauntlet of engine/risk.py (schema, business, market state)
   and ends as orders sent, a `SignalRejected` naming the check, a hold for review (an
   `Alert`), or a wait in a tripped venue's breaker queue (an `Alert`). Orders approved
@@ -561,6 +565,18 @@ class Engine:
     def _on_signal(self, sig: Signal) -> list[Message]:
         if sig.intent is SignalIntent.CANCEL:
             return self._on_cancel_signal(sig)
+        denial = self._duplicate(sig)
+        if denial is None and sig.cancels is not None:
+            denial = self._replaced_denial(sig)
+        if denial is not None:
+            return [self._signal_rejected(sig, denial)]
+        if sig.cancels is None:
+            return self._order_signal(sig)
+        cancels, _ = self._cancel_orders_of(sig.cancels, sig.ts_recv)
+        return [*cancels, *self._order_signal(sig)]
+
+    def _order_signal(self, sig: Signal) -> list[Message]:
+        """Run a new ORDER or TARGET signal through the gauntlet and act on the outcome."""
         plan = self._plan(sig)
         if plan is None:
             return []
@@ -637,12 +653,7 @@ class Engine:
         if denial is not None:
             return [self._signal_rejected(sig, denial)]
         now = sig.ts_recv
-        effects: list[Message] = []
-        for order in self._orders_by_signal.get(sig.cancels or "", ()):
-            cancel = self._request_cancel(order, now)
-            if cancel is not None:
-                effects.append(cancel)
-        dropped = self._drop_slices(sig.cancels or "") + self._drop_retries(sig.cancels or "")
+        effects, dropped = self._cancel_orders_of(sig.cancels or "", now)
         if not effects and dropped:
             text = (
                 f"signal {sig.signal_id} canceled signal {sig.cancels}: {dropped} pending "
@@ -657,6 +668,32 @@ class Engine:
             )
             return [self._signal_rejected(sig, denial)]
         return effects
+
+    def _cancel_orders_of(self, signal_id: str, now: int) -> tuple[list[Message], int]:
+        """Request the cancel of a signal's open orders and drop its unsent slices and
+        retries; return the cancels and how many slices and retries were dropped."""
+        cancels: list[Message] = []
+        for order in self._orders_by_signal.get(signal_id, ()):
+            cancel = self._request_cancel(order, now)
+            if cancel is not None:
+                cancels.append(cancel)
+        return cancels, self._drop_slices(signal_id) + self._drop_retries(signal_id)
+
+    def _replaced_denial(self, sig: Signal) -> Denial | None:
+        """Say why a signal cannot replace the signal its `cancels` names, or None."""
+        target = sig.cancels
+        if sig.intent is not SignalIntent.ORDER:
+            return Denial(
+                code="intent",
+                reason=f"cancels {target!r}: only CANCEL and ORDER signals name a signal to "
+                f"cancel, got a {sig.intent.value} signal",
+            )
+        if target == sig.signal_id or target not in self._signal_ids:
+            return Denial(
+                code="unknown_signal",
+                reason=f"cancels {target!r}: expected the signal_id of an earlier signal",
+            )
+        return self._owner_denial(sig, target)
 
     def _drop_slices(self, signal_id: str) -> int:
         """Forget the unsent slices of a signal; return how many were pending."""
@@ -681,12 +718,18 @@ class Engine:
         target = sig.cancels
         if target is None:
             return Denial(code="intent", reason="CANCEL signal needs cancels, got None")
-        orders = self._orders_by_signal.get(target)
-        if orders is None:
+        if target not in self._orders_by_signal:
             return Denial(
                 code="unknown_signal",
                 reason=f"cancels {target!r}: no order was sent for that signal_id",
             )
+        return self._owner_denial(sig, target)
+
+    def _owner_denial(self, sig: Signal, target: str) -> Denial | None:
+        """Deny touching the orders of another account's or strategy's signal."""
+        orders = self._orders_by_signal.get(target)
+        if not orders:
+            return None
         owner = orders[0]
         if (owner.account, owner.strategy) != (sig.account, sig.strategy):
             return Denial(
@@ -734,11 +777,9 @@ class Engine:
     # --- the gauntlet -------------------------------------------------------------------
 
     def _plan(self, sig: Signal) -> _Plan | Denial | None:
-        """Run the gauntlet; return the order to send, a denial, or None (target met)."""
+        """Run the gauntlet (the signal id is known not to be a duplicate); return the order
+        to send, a denial, or None (target met)."""
         sid = sig.signal_id
-        denial = self._duplicate(sig)
-        if denial is not None:
-            return denial
         # Stage 1: schema.
         denial = schema_denial(sig)
         if denial is not None:
@@ -2017,17 +2058,12 @@ class Engine:
                     self._signal_rejected(fresh, Denial(code="circuit_breaker", reason=reason))
                 )
                 continue
-            plan = self._replan(fresh)
+            plan = self._plan(fresh)  # the gauntlet again (its id was handled once)
             if isinstance(plan, Denial):
                 effects.append(self._signal_rejected(fresh, plan))
             elif plan is not None:
                 effects.extend(self._send_or_queue(fresh, plan))
         return effects
-
-    def _replan(self, sig: Signal) -> _Plan | Denial | None:
-        """Run the gauntlet again for a signal already accepted once (not a duplicate)."""
-        self._signal_ids.discard(sig.signal_id)
-        return self._plan(sig)
 
     # --- operator ---------------------------------------------------------------------------
 

@@ -1351,7 +1351,8 @@ class _SignalCheck:
             for field in ("price", "stop_price"):
                 self._refuse(r, field, what)
         else:
-            self._refuse(r, "cancels", what)
+            if intent is SignalIntent.TARGET:  # an ORDER may name the signal it replaces
+                self._refuse(r, "cancels", what)
             order_type: OrderType = enums["order_type"]
             kind = f"for a {order_type.value} order"
             if order_type in _NEEDS_PRICE:
@@ -1386,10 +1387,11 @@ class _SignalCheck:
         )
 
     def cancels(self, built: list[Signal | None]) -> None:
-        """Check that each CANCEL names a signal of the file that comes before it."""
+        """Check that each `cancels` (of a CANCEL, or of an ORDER replacing a signal) names
+        a signal of the file that comes before it."""
         ts = self.stamps["ts"]
         for r, sig in enumerate(built):
-            if sig is None or sig.intent is not SignalIntent.CANCEL or sig.cancels is None:
+            if sig is None or sig.cancels is None:
                 continue
             target = self.first_row.get(sig.cancels)
             if target is None:

@@ -7,11 +7,10 @@ reported. The simulated venue SIM has the common order latency (0.1 ms each way)
 fees.
 
 - W0: market data only.
-- W1: signals precomputed from the data: at each decision row, a CANCEL signal naming
-  the previous limit signal (the engine denies it with `nothing_to_cancel` when that
-  order is no longer open, so a cancel goes out only "if still open", as the engine
-  knows it), then a LIMIT signal at the touch (buy at the bid on even decisions, sell at
-  the ask on odd ones).
+- W1: signals precomputed from the data: at each decision row, a LIMIT signal at the
+  touch (buy at the bid on even decisions, sell at the ask on odd ones) that replaces
+  the previous one (`cancels` names it): the engine cancels the previous order first
+  if it is still open, as the engine knows it, and sends nothing for it otherwise.
 - W2: a MARKET signal at each decision row (buy on even decisions, sell on odd ones).
 - callback: W1 decided by a per-tick strategy (`SimRun(strategy=...)`): `on_quote` is
   called for every quote row and returns the same two signals at the decision rows.
@@ -36,7 +35,7 @@ from typing import Any
 import pyarrow as pa
 
 from engine.core import EngineConfig
-from engine.messages import AssetClass, Instrument, OrderType, Side, Signal, SignalIntent
+from engine.messages import AssetClass, Instrument, OrderType, Side, Signal
 from peers import common
 from sim.run import SimRun
 from sim.venue import VenueConfig
@@ -79,12 +78,9 @@ def _signal(sid: str, ts: int, **fields: Any) -> Signal:
 
 
 def w1_decision(k: int, ts: int, bid: int, ask: int) -> list[Signal]:
-    """Decision k of W1: cancel decision k-1's order (if open), then a limit at the touch."""
-    out = []
-    if k > 0:
-        out.append(_signal(f"c{k}", ts, intent=SignalIntent.CANCEL, cancels=f"l{k - 1}"))
+    """Decision k of W1: a limit at the touch replacing decision k-1's (canceled if open)."""
     side, price = (Side.BUY, bid) if k % 2 == 0 else (Side.SELL, ask)
-    out.append(
+    return [
         _signal(
             f"l{k}",
             ts,
@@ -93,9 +89,9 @@ def w1_decision(k: int, ts: int, bid: int, ask: int) -> list[Signal]:
             order_type=OrderType.LIMIT,
             price=price,
             signal_price=price,
+            cancels=f"l{k - 1}" if k > 0 else None,
         )
-    )
-    return out
+    ]
 
 
 def w2_decision(k: int, ts: int, bid: int, ask: int) -> list[Signal]:

@@ -1,4 +1,5 @@
-"""CANCEL signals: cancel the open orders of an earlier signal, or say why not."""
+"""CANCEL signals: cancel the open orders of an earlier signal, or say why not; ORDER
+signals naming `cancels`: replace an earlier signal (cancel its open orders, then order)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from engine.messages import (
     OrderAccepted,
     OrderFilled,
     OrderType,
+    ScheduleTimer,
     Side,
     Signal,
     SignalIntent,
@@ -32,7 +34,9 @@ def engine() -> Engine:
     return Engine(EngineConfig(run_id="r", instruments=(INST,)))
 
 
-def limit(ts: int, sid: str, strategy: str = "s") -> Signal:
+def limit(
+    ts: int, sid: str, strategy: str = "s", replaces: str | None = None, qty: int = 10
+) -> Signal:
     return Signal(
         ts_recv=ts,
         signal_id=sid,
@@ -40,9 +44,10 @@ def limit(ts: int, sid: str, strategy: str = "s") -> Signal:
         account="A",
         instrument="X",
         side=Side.BUY,
-        qty=10,
+        qty=qty,
         order_type=OrderType.LIMIT,
         price=100,
+        cancels=replaces,
     )
 
 
@@ -120,3 +125,92 @@ def test_cancel_signal_when_id_reused_then_duplicate_denied() -> None:
     assert isinstance(e.handle(cancel(2, "c", "a"))[0], CancelOrder)
     (dup,) = e.handle(cancel(3, "c", "a"))
     assert dup.code == "duplicate_signal"  # type: ignore[attr-defined]
+
+
+def test_order_replacing_when_its_order_open_then_cancel_then_new_order() -> None:
+    e = engine()
+    old = submitted(e, limit(1, "a"))
+    e.handle(OrderAccepted(ts_recv=2, order_id=old.order_id, venue="V", venue_order_id="v1"))
+    effects = e.handle(limit(3, "b", replaces="a"))
+    assert [type(x) for x in effects] == [CancelOrder, SubmitOrder, ScheduleTimer]
+    assert effects[0] == CancelOrder(
+        ts_recv=3, order_id=old.order_id, venue="V", instrument="X", venue_order_id="v1"
+    )
+    new = effects[1]
+    assert isinstance(new, SubmitOrder) and new.signal_id == "b" and new.order_id != old.order_id
+    (again,) = e.handle(cancel(4, "c", "a"))  # the old order is pending cancel now
+    assert again.code == "nothing_to_cancel"  # type: ignore[attr-defined]
+
+
+def test_order_replacing_when_its_order_filled_or_never_sent_then_just_the_order() -> None:
+    e = engine()
+    old = submitted(e, limit(1, "a"))
+    e.handle(
+        OrderFilled(ts_recv=2, order_id=old.order_id, venue="V", trade_id="t", price=100, qty=10)
+    )
+    effects = e.handle(limit(3, "b", replaces="a"))
+    assert [type(x) for x in effects] == [SubmitOrder, ScheduleTimer]  # no denial: nothing open
+    (denied,) = e.handle(limit(4, "d", qty=-1))  # denied: no order was sent for it
+    assert denied.code == "schema"  # type: ignore[attr-defined]
+    effects = e.handle(limit(5, "e", replaces="d"))
+    assert [type(x) for x in effects] == [SubmitOrder, ScheduleTimer]
+
+
+def test_order_replacing_when_target_unknown_itself_foreign_or_not_an_order_then_denied() -> None:
+    e = engine()
+    old = submitted(e, limit(1, "a"))
+    target = Signal(
+        ts_recv=5,
+        signal_id="t",
+        strategy="s",
+        account="A",
+        instrument="X",
+        intent=SignalIntent.TARGET,
+        target=0,
+        cancels="a",
+    )
+    outcomes = [
+        e.handle(sig)
+        for sig in (
+            limit(2, "b", replaces="zzz"),
+            limit(3, "c", replaces="c"),
+            limit(4, "d", strategy="other", replaces="a"),
+            target,
+        )
+    ]
+    assert all(len(x) == 1 and isinstance(x[0], SignalRejected) for x in outcomes)
+    codes = [x[0].code for x in outcomes]  # type: ignore[attr-defined]
+    assert codes == ["unknown_signal", "unknown_signal", "not_owner", "intent"]
+    assert "expected the signal_id of an earlier signal" in outcomes[0][0].reason  # type: ignore[attr-defined]
+    assert "got a TARGET signal" in outcomes[3][0].reason  # type: ignore[attr-defined]
+    # nothing was canceled: the old order is still open to its own strategy
+    (still,) = e.handle(cancel(6, "x", "a"))
+    assert isinstance(still, CancelOrder) and still.order_id == old.order_id
+
+
+def test_order_replacing_when_new_order_denied_then_old_still_canceled() -> None:
+    e = engine()
+    old = submitted(e, limit(1, "a"))
+    e.handle(OrderAccepted(ts_recv=2, order_id=old.order_id, venue="V", venue_order_id="v1"))
+    effects = e.handle(limit(3, "b", replaces="a", qty=-5))
+    assert [type(x) for x in effects] == [CancelOrder, SignalRejected]
+    assert effects[1].code == "schema"  # type: ignore[attr-defined]
+
+
+def test_order_replacing_when_halted_then_cancel_sent_and_order_denied_as_halted() -> None:
+    e = engine()
+    old = submitted(e, limit(1, "a"))
+    e.handle(OrderAccepted(ts_recv=2, order_id=old.order_id, venue="V", venue_order_id="v1"))
+    e.handle(KillSwitch(ts_recv=3, operator="ops", reason="x"))  # requests the cancel itself
+    (denied,) = e.handle(limit(4, "b", replaces="a"))
+    assert denied.code == "halted"  # type: ignore[attr-defined]
+
+
+def test_order_replacing_when_id_reused_then_duplicate_denied_and_nothing_canceled() -> None:
+    e = engine()
+    old = submitted(e, limit(1, "a"))
+    submitted(e, limit(2, "b"))
+    (dup,) = e.handle(limit(3, "b", replaces="a"))
+    assert dup.code == "duplicate_signal"  # type: ignore[attr-defined]
+    (still,) = e.handle(cancel(4, "x", "a"))
+    assert isinstance(still, CancelOrder) and still.order_id == old.order_id

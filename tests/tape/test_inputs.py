@@ -500,6 +500,28 @@ def test_signals_when_cancel_names_later_or_unknown_signal_then_error(tmp_path: 
     ]
 
 
+def test_signals_when_order_replaces_an_earlier_signal_then_kept_and_target_refused(
+    tmp_path: Path,
+) -> None:
+    head = "signal_id,strategy,account,instrument,intent,side,qty,target,cancels,ts\n"
+    good = f"a,s,A,BTC-USD,ORDER,BUY,1,,,{T0}\nb,s,A,BTC-USD,ORDER,SELL,1,,a,{T0 + 1}\n"
+    path = write(tmp_path / "good.csv", head + good)
+    replacing = load_signals(path, INSTRUMENTS)[1]
+    assert (replacing.intent, replacing.cancels) == (SignalIntent.ORDER, "a")
+    bad = write(
+        tmp_path / "bad.csv",
+        head
+        + f"a,s,A,BTC-USD,ORDER,BUY,1,,c,{T0}\n"
+        + f"b,s,A,BTC-USD,TARGET,,,5,a,{T0 + 1}\n"
+        + f"c,s,A,BTC-USD,ORDER,BUY,1,,,{T0 + 2}\n",
+    )
+    assert signal_problems(bad) == [
+        f"{bad} row 1 (line 2): cancels must name an earlier signal (by ts, then file "
+        f"order), got 'c' at row 3 (line 4) with ts {T0 + 2}",
+        f"{bad} row 2 (line 3): cancels must be empty for a TARGET signal, got 'a'",
+    ]
+
+
 def test_signals_when_jsonl_mistyped_then_line_and_field_named(tmp_path: Path) -> None:
     ok = '{"signal_id": "a", "strategy": "s", "account": "A", "instrument": "BTC-USD", '
     path = write(
