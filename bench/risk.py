@@ -18,7 +18,8 @@ instrument, an ack for each order, fills or cancels of the oldest working orders
 (keeping ~300 working), and the periodic risk check when due.
 
 Timed, each with `time.perf_counter_ns` around one call:
-- "gauntlet": `engine._plan(signal)` alone (all three stages, no order created), on
+- "gauntlet": `gauntlet(engine)(signal)`: the duplicate check and `engine._plan` (all
+  three stages, no order created), on
   signals with unique ids that pass, against the same warmed-up state;
 - "handle, passing": `engine.handle(signal)` for signals that become an order (the
   gauntlet plus creating and tracking the order and its timers);
@@ -47,6 +48,7 @@ import pstats
 import random
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -461,7 +463,7 @@ def run_once(signals: int, gc_off: bool) -> dict[str, Any]:
                     )
                     codes[code] += 1
         # The gauntlet alone, on the same (now steady) state: no order is created.
-        plan = engine._plan
+        plan = gauntlet(engine)
         for _ in range(signals):
             sig = flow.passing()
             flow.tick(sig.instrument)
@@ -490,6 +492,17 @@ def run_once(signals: int, gc_off: bool) -> dict[str, Any]:
     }
 
 
+def gauntlet(engine: Engine) -> Callable[[Signal], Any]:
+    """The gauntlet of an ORDER signal as `handle` runs it: the duplicate check (which
+    remembers the id), then `_plan`'s three stages; no order is created."""
+    duplicate, plan = engine._duplicate, engine._plan
+
+    def run(sig: Signal) -> Any:
+        return duplicate(sig) or plan(sig)
+
+    return run
+
+
 def profile(signals: int) -> str:
     """Profile handle() and the gauntlet alone on passing signals; return the top functions."""
     flow = build(warm_signals=3_000)
@@ -497,7 +510,7 @@ def profile(signals: int) -> str:
     out = io.StringIO()
     for label, call in (
         ("handle(signal)", engine.handle),
-        ("gauntlet alone (_plan)", engine._plan),
+        ("gauntlet alone (_plan)", gauntlet(engine)),
     ):
         profiler = cProfile.Profile()
         for _ in range(signals):
