@@ -101,11 +101,12 @@ def _last_per_key(keys: np.ndarray, at: np.ndarray) -> list[int]:
     return last
 
 
-def _encode(column: pa.Array) -> tuple[list[str], np.ndarray]:
-    """Return a string column's distinct values and each row's index into them."""
+def _encode(column: pa.Array) -> tuple[list[str], np.ndarray | None]:
+    """Return a string column's distinct values and each row's index into them (None
+    when every row holds the one value: no array of zeros to make and add)."""
     one = one_value(column)
     if one is not None:
-        return [one], np.zeros(len(column), dtype=np.int64)
+        return [one], None
     encoded = pc.dictionary_encode(column)
     return encoded.dictionary.to_pylist(), encoded.indices.to_numpy().astype(np.int64)
 
@@ -288,11 +289,16 @@ class SimRun:
         """Number each row's (instrument, venue) with the run's key ids."""
         inst_names, inst_codes = _encode(batch.column("instrument"))
         venue_names, venue_codes = _encode(batch.column("venue"))
+        if inst_codes is None and venue_codes is None:  # one key (the common batch)
+            key = self._key_id(inst_names[0], venue_names[0])
+            return np.full(batch.num_rows, key, dtype=np.int32)
         lookup = np.empty(len(inst_names) * len(venue_names), dtype=np.int32)
         for a, iname in enumerate(inst_names):
             for b, vname in enumerate(venue_names):
                 lookup[a * len(venue_names) + b] = self._key_id(iname, vname)
-        combined = inst_codes * len(venue_names) + venue_codes
+        combined = (0 if inst_codes is None else inst_codes * len(venue_names)) + (
+            0 if venue_codes is None else venue_codes
+        )
         keys: np.ndarray = lookup[combined]
         return keys
 

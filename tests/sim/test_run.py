@@ -441,8 +441,33 @@ def test_encode_when_column_is_any_string_column_then_codes_give_back_its_values
 
     column = pa.array(["pad"] * cut + values, pa.string()).slice(cut)
     names, codes = _encode(column)
+    if codes is None:  # the one-value fast path
+        assert names == [values[0]] and set(values) == {values[0]}
+        return
     assert [names[c] for c in codes.tolist()] == values
     assert len(set(names)) == len(names)
+
+
+@pytest.mark.parametrize(
+    "pairs",
+    [
+        [("X", "A")] * 3,  # one instrument, one venue: the fast path
+        [("X", "A"), ("X", "B"), ("X", "B")],  # one instrument
+        [("Y", "B"), ("X", "B"), ("Y", "B")],  # one venue
+        [("Y", "B"), ("X", "A"), ("X", "B"), ("Y", "A")],
+    ],
+)
+def test_key_array_when_columns_hold_one_value_or_many_then_each_rows_key(
+    tmp_path: Path, pairs: list[tuple[str, str]]
+) -> None:
+    sim = SimRun(EngineConfig(run_id="r", instruments=INSTRUMENTS), VENUES, tmp_path)
+    batch = pa.record_batch(
+        [pa.array([i for i, _ in pairs]), pa.array([v for _, v in pairs])],
+        names=["instrument", "venue"],
+    )
+    keys = sim._key_array(batch)
+    assert keys.dtype == np.int32
+    assert [sim.keys[k] for k in keys.tolist()] == pairs
 
 
 # --- batches of one key (the venue's slice fast paths), from a review ----------------------
