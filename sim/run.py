@@ -230,11 +230,12 @@ class SimRun:
         if best is None:
             best = self._next_event()
         assert best is not None
-        for venue in self._venue_list:
-            if venue.wakeup_at() == best[0] and best[1] == PRIO_VENUE:
-                self._now = best[0]
-                self._push_venue(venue.on_wakeup(best[0]))
-                return
+        if best[1] == PRIO_VENUE:
+            for venue in self._venue_list:
+                if venue.wakeup_at() == best[0]:
+                    self._now = best[0]
+                    self._push_venue(venue.on_wakeup(best[0]))
+                    return
         self._process(heapq.heappop(self._heap)[3])
 
     def _process(self, msg: Message) -> None:
