@@ -572,7 +572,9 @@ class Engine:
             return [self._signal_rejected(sig, denial)]
         if sig.cancels is None:
             return self._order_signal(sig)
-        cancels, _ = self._cancel_orders_of(sig.cancels, sig.ts_recv)
+        cancels, dropped = self._cancel_orders_of(sig.cancels, sig.ts_recv)
+        if not cancels and dropped:
+            cancels = [self._dropped_alert(sig, dropped)]
         return [*cancels, *self._order_signal(sig)]
 
     def _order_signal(self, sig: Signal) -> list[Message]:
@@ -655,11 +657,7 @@ class Engine:
         now = sig.ts_recv
         effects, dropped = self._cancel_orders_of(sig.cancels or "", now)
         if not effects and dropped:
-            text = (
-                f"signal {sig.signal_id} canceled signal {sig.cancels}: {dropped} pending "
-                "slice or retry dropped, nothing working at a venue"
-            )
-            return [Alert(ts_recv=now, severity=Severity.INFO, code="PENDING_DROPPED", text=text)]
+            return [self._dropped_alert(sig, dropped)]
         if not effects:
             denial = Denial(
                 code="nothing_to_cancel",
@@ -678,6 +676,14 @@ class Engine:
             if cancel is not None:
                 cancels.append(cancel)
         return cancels, self._drop_slices(signal_id) + self._drop_retries(signal_id)
+
+    def _dropped_alert(self, sig: Signal, dropped: int) -> Alert:
+        """Say that a signal's cancel dropped only pending slices or retries."""
+        text = (
+            f"signal {sig.signal_id} canceled signal {sig.cancels}: {dropped} pending "
+            "slice or retry dropped, nothing working at a venue"
+        )
+        return Alert(ts_recv=sig.ts_recv, severity=Severity.INFO, code="PENDING_DROPPED", text=text)
 
     def _replaced_denial(self, sig: Signal) -> Denial | None:
         """Say why a signal cannot replace the signal its `cancels` names, or None."""

@@ -1626,6 +1626,17 @@ def test_retry_when_signal_canceled_while_retry_pending_then_nothing_resent() ->
     assert engine.handle(fire(scheduled)) == []
 
 
+def test_retry_when_signal_replaced_while_retry_pending_then_dropped_said_and_new_order() -> None:
+    engine = make_engine(RiskConfig(lifecycle=RETRY))
+    order = submit(engine)
+    scheduled = timer(engine.handle(reject(order, retryable=True)), "retry")
+    effects = engine.handle(signal(2, ts_recv=T0 + 2, cancels="sig-1"))
+    assert [type(e) for e in effects] == [Alert, SubmitOrder, ScheduleTimer]
+    assert effects[0].code == "PENDING_DROPPED"  # type: ignore[attr-defined]
+    assert effects[1].signal_id == "sig-2"  # type: ignore[attr-defined]
+    assert engine.handle(fire(scheduled)) == []
+
+
 def test_retry_when_rejected_after_cancel_request_then_not_retried() -> None:
     # regression: the reject of an order we were canceling scheduled a retry
     engine = make_engine(RiskConfig(lifecycle=RETRY))
