@@ -1277,11 +1277,10 @@ class _L1Arrays:
             shown = size[own == price]
             return (max(int(shown.min()), 0) if shown.size else UNKNOWN), 0
         level = self._level(buy, price)
-        if self.any_trade:
-            at = self._at_price(buy, price)
-            if at.any():
-                cum = np.cumsum(np.where(at, self.qty, 0))
-                return int((level + cum).min()), int(cum[-1])
+        at = self._at_price(buy, price)
+        if at.any():
+            cum = np.cumsum(np.where(at, self.qty, 0))
+            return int((level + cum).min()), int(cum[-1])
         return int(level.min()), 0
 
     def stop_candidates(self, buy: bool, stop: int, touch_mode: bool) -> np.ndarray:

@@ -13,7 +13,7 @@ fees.
   if it is still open, as the engine knows it, and sends nothing for it otherwise.
 - W2: a MARKET signal at each decision row (buy on even decisions, sell on odd ones).
 - callback: W1 decided by a per-tick strategy (`SimRun(strategy=...)`): `on_quote` is
-  called for every quote row and returns the same two signals at the decision rows.
+  called for every quote row and returns the same replacing signal at the decision rows.
 
 Signals enter at the decision row's timestamp, after that row's quote (the runner's
 order at equal times: market data, then signals).

@@ -13,16 +13,11 @@ import pytest
 from engine.codec import SCHEMA
 from engine.journal import Compression, JournalReader, JournalWriter, Manifest
 from engine.messages import QuoteTick, Side, Signal
+from tests.engine.test_journal_bulk import manifest as one_instrument
 
 
 def manifest() -> Manifest:
-    return Manifest(
-        run_id="seal",
-        mode="test",
-        seed=0,
-        code_version="test",
-        instruments=[{"instrument": "X", "venue_symbols": {"V": "X"}}],
-    )
+    return one_instrument("seal")
 
 
 def fill(writer: JournalWriter, count: int) -> None:

@@ -19,19 +19,14 @@ from engine import journal as journal_module
 from engine import messages as m
 from engine.codec import MARKET_KINDS, MARKET_SCHEMA, SCHEMA, Entry
 from engine.journal import MARKET_DIR, JournalError, JournalReader, JournalWriter, Manifest
+from tests.engine.test_journal_bulk import manifest as one_instrument
 
 RUN = "run-v2"
 EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"
 
 
 def manifest() -> Manifest:
-    return Manifest(
-        run_id=RUN,
-        mode="test",
-        seed=7,
-        code_version="test",
-        instruments=[{"instrument": "X", "venue_symbols": {"V": "X"}}],
-    )
+    return one_instrument(RUN)
 
 
 def make(kind: str, ts: int) -> m.Message:
@@ -519,7 +514,7 @@ def test_writer_when_close_or_construction_fails_then_the_run_is_not_kept_locked
             writer.close()
     with pytest.raises(JournalError, match="failed earlier"):
         writer.append(make("q", 99))
-    with pytest.raises(JournalError, match="seed is 7 but the writer was given 8"):
+    with pytest.raises(JournalError, match="seed is 0 but the writer was given 8"):
         JournalWriter(tmp_path, msgspec.structs.replace(manifest(), seed=8))
     with JournalWriter(tmp_path, manifest(), batch_size=4) as again:
         assert again.next_seq == 4
