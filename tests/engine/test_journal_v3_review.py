@@ -313,3 +313,14 @@ def test_crash_when_each_open_file_is_cut_anywhere_then_seqs_stay_contiguous_and
         reader = JournalReader(run_dir)
         assert [e.seq for e in reader.entries()] == list(range(len(got) + 1))
         assert reader.verify().ok
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    values=st.lists(st.sampled_from(["", "a", "ab", "ba", "é", "abab"]), min_size=1, max_size=12),
+    offset=st.integers(0, 3),
+)
+def test_one_value_when_any_column_then_as_the_rows_say(values: list[str], offset: int) -> None:
+    column = pa.array(values, pa.string()).slice(min(offset, len(values) - 1))
+    rows = column.to_pylist()
+    assert one_value(column) == (rows[0] if len(set(rows)) == 1 else None)
