@@ -493,34 +493,50 @@ class Rows:
 
 
 class _Nulls:
-    """All-null arrays of schema columns, `rows` long, made when first asked for: one
-    array per value type (C++ backs each with a single zero buffer of exactly the size
-    needed, so the IPC bytes do not depend on how the nulls were made), shared by the
-    columns of that type and kept for the last two row counts asked for (a sim's batches
-    mostly have one)."""
+    """All-null arrays of schema columns, `rows` long, made when first asked for.
 
-    __slots__ = ("_memo",)
+    Columns of 64-bit, bool and string values are slices of one array per type, kept at
+    least as long as the most rows asked for: a sim's groups differ in length, so arrays
+    of exactly `rows` would be made afresh for nearly every group, with fresh pages.
+    Arrow's IPC writer writes a slice that starts at 0 exactly as an array of its length
+    (tested), so the journal's bytes do not depend on it. The others (int8 codes of the
+    dictionary columns) are made at the exact length, for the last two row counts."""
+
+    __slots__ = ("_exact", "_sliced")
 
     def __init__(self) -> None:
-        self._memo: dict[int, tuple[dict[pa.DataType, pa.Array], list[pa.Array | None]]] = {}
+        self._sliced: dict[pa.DataType, pa.Array] = {}
+        self._exact: dict[int, tuple[dict[pa.DataType, pa.Array], list[pa.Array | None]]] = {}
 
     def column(self, rows: int, j: int) -> pa.Array:
         """Return an all-null array of schema column `j`, `rows` long."""
-        found = self._memo.get(rows)
+        t = _ROW_TYPES[j]
+        if t in _SLICED_NULLS:
+            kept = self._sliced.get(t)
+            if kept is None or len(kept) < rows:
+                grown = 2 * len(kept) if kept is not None else _NULLS_ROWS
+                kept = self._sliced[t] = pa.nulls(max(rows, grown), t)
+            return kept if len(kept) == rows else kept.slice(0, rows)
+        found = self._exact.get(rows)
         if found is None:
-            if len(self._memo) >= 2:
-                self._memo.clear()
-            found = self._memo[rows] = ({}, [None] * len(_ROW_TYPES))
+            if len(self._exact) >= 2:
+                self._exact.clear()
+            found = self._exact[rows] = ({}, [None] * len(_ROW_TYPES))
         by_type, columns = found
         array = columns[j]
         if array is None:
-            t = _ROW_TYPES[j]
             values = by_type.get(t)
             if values is None:
                 values = by_type[t] = pa.nulls(rows, t)
             d = _DICT_AT[j]
             array = columns[j] = values if d is None else pa.DictionaryArray.from_arrays(values, d)
         return array
+
+
+# Value types whose null arrays are sliced from a longer one (see `_Nulls`), and the
+# length those are first made at (a sim run's largest group).
+_SLICED_NULLS = frozenset({pa.int64(), pa.uint64(), pa.bool_(), pa.utf8()})
+_NULLS_ROWS = 131_072
 
 
 _NULLS = _Nulls()
