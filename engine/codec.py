@@ -270,7 +270,8 @@ def one_value(column: pa.Array) -> str | None:
     size = (n - 1) * width
     if not data.slice(first + width, size).equals(data.slice(first, size)):
         return None  # some value differs from the one before it
-    return data.slice(first, width).to_pybytes().decode()
+    value: str = data.slice(first, width).to_pybytes().decode()
+    return value
 
 
 @functools.lru_cache(maxsize=4)
