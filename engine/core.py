@@ -37,7 +37,8 @@ Invariants (DESIGN.md, "The one rule"):
   that bring their strategy's position (with its working orders) toward zero.
 - Every order change (sent, filled, canceled, rejected, expired, replaced) goes through
   `_track`, which keeps the worst-case aggregates of engine/risk.py exact.
-- Timers are the only way time acts: ack timeouts, retries with backoff, partial-fill
+- Timers are the only way time acts: the ack watchdog (one timer for the earliest
+  deadline of the orders not yet acknowledged), retries with backoff, partial-fill
   and chase policies, stale-order alerts, slices, breaker checks and the periodic risk
   check (armed only when a loss or notional limit exists) are `ScheduleTimer` effects
   that come back as `TimerFired` inputs.
@@ -231,9 +232,11 @@ class Engine:
     """The pure core: `handle` one input, get its effects."""
 
     __slots__ = (
+        "_ack_timer",
         "_aggregates",
         "_anomalies",
         "_attempts",
+        "_awaiting_ack",
         "_books",
         "_breaker_timers",
         "_breakers",
@@ -352,6 +355,10 @@ class Engine:
         self._vol: dict[tuple[str, str], tuple[deque[tuple[int, int]], ...]] = {}
         self._vol_pause: dict[tuple[str, str], int] = {}  # paused until
         self._risk_timer: str | None = None
+        # order id -> ack deadline, in the order sent (so, of deadlines): the orders the
+        # ack watchdog may have to alert on; the acknowledged are dropped as it goes by
+        self._awaiting_ack: dict[str, int] = {}
+        self._ack_timer: str | None = None  # the ack watchdog's timer, if it is armed
         self._watch_pnl = _has_pnl_limits(config.risk)
         self._day: dict[str, tuple[int, int]] = {}  # scope -> (day, P&L at its start)
         self._peak: dict[str, int] = {}  # scope -> highest P&L seen
@@ -1488,10 +1495,12 @@ class Engine:
         if breaker is None:
             breaker = self._breakers[cmd.venue] = Breaker(self._risk.breaker)
         breaker.record_sent(now)
-        effects: list[Message] = [
-            cmd,
-            self._timer(now, self._config.ack_timeout_ns, ACK_TIMEOUT, cmd.order_id),
-        ]
+        effects: list[Message] = [cmd]
+        self._awaiting_ack[cmd.order_id] = now + self._config.ack_timeout_ns
+        if self._ack_timer is None:
+            timer = self._timer(now, self._config.ack_timeout_ns, ACK_TIMEOUT, None)
+            self._ack_timer = timer.timer_id
+            effects.append(timer)
         if cmd.tif is TimeInForce.DAY:
             expires = self._day_expiry(cmd.instrument, now)
             effects.append(self._timer(now, max(expires - now, 0), DAY_EXPIRY, cmd.order_id))
@@ -1855,13 +1864,36 @@ class Engine:
         return self._orders.get(msg.order_id) if msg.order_id is not None else None
 
     def _on_ack_timeout(self, msg: TimerFired) -> list[Message]:
-        order = self._timer_order(msg)
-        if order is None or order.status is not OrderStatus.PENDING_NEW:
-            return []
-        waited_ms = (msg.ts_recv - order.ts_created) // 1_000_000
+        """The ack watchdog: one timer, set for the earliest deadline of the orders sent
+        and not yet acknowledged (an order's deadline is `ack_timeout_ns` after it was
+        sent). Each order still PENDING_NEW at its deadline gets an ACK_TIMEOUT alert, at
+        the deadline, and counts as an error of its venue's breaker; then the watchdog is
+        set again for the next deadline, if an order is still waiting."""
+        if msg.timer_id != self._ack_timer:
+            return []  # not the armed watchdog: nothing to do
+        self._ack_timer = None
+        effects: list[Message] = []
+        awaiting = self._awaiting_ack
+        while awaiting:
+            order_id, deadline = next(iter(awaiting.items()))
+            order = self._orders.get(order_id)
+            pending = order is not None and order.status is OrderStatus.PENDING_NEW
+            if pending and deadline > msg.ts_recv:
+                timer = self._timer(msg.ts_recv, deadline - msg.ts_recv, ACK_TIMEOUT, None)
+                self._ack_timer = timer.timer_id
+                effects.append(timer)
+                break
+            del awaiting[order_id]
+            if pending:
+                assert order is not None
+                effects.extend(self._ack_overdue(msg.ts_recv, order))
+        return effects
+
+    def _ack_overdue(self, now: int, order: Order) -> list[Message]:
+        waited_ms = (now - order.ts_created) // 1_000_000
         effects: list[Message] = [
             self._order_alert(
-                msg.ts_recv,
+                now,
                 Severity.WARNING,
                 "ACK_TIMEOUT",
                 f"order {order.order_id} on {order.venue} not acknowledged after {waited_ms} ms",
@@ -1869,8 +1901,8 @@ class Engine:
             )
         ]
         breaker = self._breakers.get(order.venue)
-        if breaker is not None and breaker.record_error(msg.ts_recv):
-            effects.extend(self._open_breaker(order.venue, breaker, msg.ts_recv))
+        if breaker is not None and breaker.record_error(now):
+            effects.extend(self._open_breaker(order.venue, breaker, now))
         return effects
 
     def _on_retry(self, msg: TimerFired) -> list[Message]:

@@ -12,7 +12,6 @@ from engine.messages import (
     OrderAccepted,
     OrderFilled,
     OrderType,
-    ScheduleTimer,
     Side,
     Signal,
     SignalIntent,
@@ -132,7 +131,7 @@ def test_order_replacing_when_its_order_open_then_cancel_then_new_order() -> Non
     old = submitted(e, limit(1, "a"))
     e.handle(OrderAccepted(ts_recv=2, order_id=old.order_id, venue="V", venue_order_id="v1"))
     effects = e.handle(limit(3, "b", replaces="a"))
-    assert [type(x) for x in effects] == [CancelOrder, SubmitOrder, ScheduleTimer]
+    assert [type(x) for x in effects] == [CancelOrder, SubmitOrder]  # the ack watchdog is set
     assert effects[0] == CancelOrder(
         ts_recv=3, order_id=old.order_id, venue="V", instrument="X", venue_order_id="v1"
     )
@@ -149,11 +148,11 @@ def test_order_replacing_when_its_order_filled_or_never_sent_then_just_the_order
         OrderFilled(ts_recv=2, order_id=old.order_id, venue="V", trade_id="t", price=100, qty=10)
     )
     effects = e.handle(limit(3, "b", replaces="a"))
-    assert [type(x) for x in effects] == [SubmitOrder, ScheduleTimer]  # no denial: nothing open
+    assert [type(x) for x in effects] == [SubmitOrder]  # no denial: nothing open
     (denied,) = e.handle(limit(4, "d", qty=-1))  # denied: no order was sent for it
     assert denied.code == "schema"  # type: ignore[attr-defined]
     effects = e.handle(limit(5, "e", replaces="d"))
-    assert [type(x) for x in effects] == [SubmitOrder, ScheduleTimer]
+    assert [type(x) for x in effects] == [SubmitOrder]
 
 
 def test_order_replacing_when_target_unknown_itself_foreign_or_not_an_order_then_denied() -> None:

@@ -139,7 +139,7 @@ def only_alert(effects: list[Message], code: str) -> Alert:
 # --- signals ------------------------------------------------------------------------
 
 
-def test_engine_signal_when_valid_then_submit_and_ack_timer() -> None:
+def test_engine_signal_when_valid_then_submit_and_ack_watchdog_armed() -> None:
     engine = make_engine()
     effects = engine.handle(signal(signal_price=100))
     assert effects == [
@@ -161,7 +161,7 @@ def test_engine_signal_when_valid_then_submit_and_ack_timer() -> None:
             timer_id="run-t1",
             fire_at=NOW + 5_000_000_000,
             purpose="ack_timeout",
-            order_id="run-1",
+            order_id=None,
         ),
     ]
     order = engine.orders["run-1"]
@@ -692,25 +692,57 @@ def test_engine_venue_event_when_any_status_then_table_or_anomaly(
 # --- timers -------------------------------------------------------------------------
 
 
-def ack_timer(order_id: str, ts: int = NOW + 5_000_000_000) -> TimerFired:
-    return TimerFired(ts_recv=ts, timer_id="run-t1", purpose="ack_timeout", order_id=order_id)
+def ack_timer(ts: int = NOW + 5_000_000_000, timer_id: str = "run-t1") -> TimerFired:
+    """The ack watchdog firing (armed by the first order sent: the first timer id)."""
+    return TimerFired(ts_recv=ts, timer_id=timer_id, purpose="ack_timeout")
 
 
 def test_engine_ack_timeout_when_still_pending_new_then_warning() -> None:
     engine = make_engine()
-    order = submit(engine)
-    alert = only_alert(engine.handle(ack_timer(order.order_id)), "ACK_TIMEOUT")
+    submit(engine)
+    alert = only_alert(engine.handle(ack_timer()), "ACK_TIMEOUT")
     assert alert.severity is Severity.WARNING
     assert alert.text == "order run-1 on V1 not acknowledged after 5000 ms"
     assert (alert.order_id, alert.venue, alert.instrument) == ("run-1", "V1", "BTC-USD")
 
 
-def test_engine_ack_timeout_when_acknowledged_or_unknown_then_nothing() -> None:
+def test_engine_ack_timeout_when_acknowledged_or_not_the_watchdog_then_nothing() -> None:
     engine = make_engine()
     order = submit(engine)
+    assert engine.handle(ack_timer(timer_id="other")) == []  # not the armed watchdog
     engine.handle(OrderAccepted(ts_recv=NOW, order_id=order.order_id, venue="V1"))
-    assert engine.handle(ack_timer(order.order_id)) == []
-    assert engine.handle(ack_timer("nope")) == []
+    assert engine.handle(ack_timer()) == []
+    assert engine.handle(ack_timer()) == []  # fired already: disarmed
+
+
+def test_engine_ack_watchdog_when_many_orders_then_one_timer_each_alert_at_its_deadline() -> None:
+    """One timer watches every order sent: set for the earliest deadline, it alerts each
+    order still unacknowledged at its own deadline, then is set for the next one; an
+    acknowledged order is passed over, and with nothing waiting it is not set again until
+    the next order."""
+    engine = make_engine()
+    timeout = 5_000_000_000
+    sent_at = [NOW + n * 1_000_000_000 for n in range(4)]
+    effects = [e for n, ts in enumerate(sent_at, 1) for e in engine.handle(signal(n, ts_recv=ts))]
+    armed = [e for e in effects if isinstance(e, ScheduleTimer)]
+    assert [(t.purpose, t.fire_at, t.order_id) for t in armed] == [
+        ("ack_timeout", sent_at[0] + timeout, None)
+    ]
+    for n in (1, 3):  # orders 1 and 3 are acknowledged, 2 and 4 never are
+        accepted = OrderAccepted(ts_recv=sent_at[n - 1] + 5, order_id=f"run-{n}", venue="V1")
+        assert engine.handle(accepted) == []
+    [again] = engine.handle(ack_timer(armed[0].fire_at, armed[0].timer_id))
+    assert isinstance(again, ScheduleTimer) and again.fire_at == sent_at[1] + timeout
+    alert, again = engine.handle(ack_timer(again.fire_at, again.timer_id))
+    assert isinstance(alert, Alert) and (alert.code, alert.order_id) == ("ACK_TIMEOUT", "run-2")
+    assert alert.ts_recv == sent_at[1] + timeout
+    assert isinstance(again, ScheduleTimer) and again.fire_at == sent_at[3] + timeout
+    alert = only_alert(engine.handle(ack_timer(again.fire_at, again.timer_id)), "ACK_TIMEOUT")
+    assert (alert.order_id, alert.ts_recv) == ("run-4", sent_at[3] + timeout)
+    # nothing waits now: the next order arms the watchdog again
+    later = again.fire_at + 1
+    [rearmed] = [e for e in engine.handle(signal(9, ts_recv=later)) if isinstance(e, ScheduleTimer)]
+    assert (rearmed.purpose, rearmed.fire_at) == ("ack_timeout", later + timeout)
 
 
 def test_engine_timer_when_unknown_purpose_then_alert() -> None:
@@ -776,8 +808,12 @@ def test_engine_kill_switch_when_flatten_then_market_orders_close_positions() ->
     ]
     assert all(e.order_type is OrderType.MARKET and e.tif is TimeInForce.IOC for e in submits)
     assert all(e.signal_id is None for e in submits)
-    timers = [e for e in effects if isinstance(e, ScheduleTimer)]
-    assert [t.order_id for t in timers] == [e.order_id for e in submits]
+    # the ack watchdog, armed by the first order, watches these too: no timer of their own
+    assert [e for e in effects if isinstance(e, ScheduleTimer)] == []
+    [again] = engine.handle(ack_timer())  # the first orders filled: set for these
+    assert isinstance(again, ScheduleTimer) and again.fire_at == 2_000 + 5_000_000_000
+    alerts = engine.handle(ack_timer(again.fire_at, again.timer_id))
+    assert [a.order_id for a in alerts if isinstance(a, Alert)] == [e.order_id for e in submits]
 
 
 # --- reconciliation ---------------------------------------------------------------------

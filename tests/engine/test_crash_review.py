@@ -199,7 +199,7 @@ def test_runner_restarts_when_crashed_twice_then_seq_chain_and_causes_are_whole(
         assert cause is None or (cause in inputs and cause < seq)
     report = verify(root3 / RUN_ID)
     assert report.ok and report.chain_ok, report.problems
-    assert report.entries == len(got) == 11
+    assert report.entries == len(got) == 10  # s9's order: the ack watchdog is set already
     assert main(["journal", "verify", str(root3 / RUN_ID)]) == 0
 
 

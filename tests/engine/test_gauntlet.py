@@ -1481,15 +1481,28 @@ def test_breaker_when_still_tripped_at_check_then_rearmed_and_still_queueing() -
 
 
 def test_breaker_when_acks_missing_then_counted_as_errors() -> None:
-    engine = make_engine(RiskConfig(breaker=msgspec.structs.replace(BREAKER, threshold_bps=5_000)))
-    acks = []
-    for n in range(1, 5):
-        effects = engine.handle(signal(n, ts_recv=T0 + n))
-        acks.append(timer(effects, "ack_timeout"))
-    assert only_alert(engine.handle(fire(acks[0], ts=T0 + 4 * NS)), "ACK_TIMEOUT")
-    effects = engine.handle(fire(acks[1], ts=T0 + 4 * NS + 1))
-    assert [type(e).__name__ for e in effects] == ["Alert", "Alert", "ScheduleTimer"]
+    engine = make_engine(
+        RiskConfig(breaker=msgspec.structs.replace(BREAKER, threshold_bps=5_000)),
+        ack_timeout_ns=4 * NS,
+    )
+    armed = timer(engine.handle(signal(1, ts_recv=T0 + 1)), "ack_timeout")
+    for n in range(2, 5):  # the ack watchdog is set already
+        assert timers(engine.handle(signal(n, ts_recv=T0 + n)), "ack_timeout") == []
+    alert, armed = engine.handle(fire(armed))
+    assert isinstance(alert, Alert) and alert.code == "ACK_TIMEOUT" and alert.order_id == "r-1"
+    assert isinstance(armed, ScheduleTimer) and armed.fire_at == T0 + 2 + 4 * NS
+    effects = engine.handle(fire(armed))  # the second error of four orders sent: 50%
+    assert [type(e).__name__ for e in effects] == [
+        "Alert",
+        "Alert",
+        "ScheduleTimer",
+        "ScheduleTimer",
+    ]
     assert [a.code for a in effects if isinstance(a, Alert)] == ["ACK_TIMEOUT", "CIRCUIT_OPEN"]
+    assert [t.purpose for t in effects if isinstance(t, ScheduleTimer)] == [
+        "breaker",
+        "ack_timeout",
+    ]
 
 
 def test_breaker_when_open_then_retry_is_not_sent_to_the_venue() -> None:
@@ -1631,7 +1644,7 @@ def test_retry_when_signal_replaced_while_retry_pending_then_dropped_said_and_ne
     order = submit(engine)
     scheduled = timer(engine.handle(reject(order, retryable=True)), "retry")
     effects = engine.handle(signal(2, ts_recv=T0 + 2, cancels="sig-1"))
-    assert [type(e) for e in effects] == [Alert, SubmitOrder, ScheduleTimer]
+    assert [type(e) for e in effects] == [Alert, SubmitOrder]  # the ack watchdog is set
     assert effects[0].code == "PENDING_DROPPED"  # type: ignore[attr-defined]
     assert effects[1].signal_id == "sig-2"  # type: ignore[attr-defined]
     assert engine.handle(fire(scheduled)) == []

@@ -16,12 +16,15 @@ from hypothesis import strategies as st
 from engine.core import EngineConfig
 from engine.journal import JournalReader
 from engine.messages import (
+    Alert,
     AssetClass,
     Instrument,
+    OrderAccepted,
     OrderFilled,
     OrderRejected,
     OrderType,
     QuoteTick,
+    ScheduleTimer,
     Side,
     Signal,
     SignalIntent,
@@ -552,3 +555,51 @@ def test_run_when_events_land_on_row_timestamps_then_same_order_as_row_by_row(
     fast = verified_entries(tmp_path / "fast", table, sigs, 17, True)
     slow = verified_entries(tmp_path / "slow", table, sigs, 17, False)
     assert fast == slow
+
+
+def test_run_when_venue_drops_every_ack_then_each_order_alerted_at_its_deadline(
+    tmp_path: Path,
+) -> None:
+    """Acks the venue drops are caught by the engine's one ack watchdog: an ACK_TIMEOUT
+    for each order at its own deadline (sent + ack_timeout), through one timer re-set
+    from deadline to deadline, and the run replays identically."""
+    timeout = 1_000
+    venues = (VenueConfig(name="A", latency_ns=3, faults=FaultPlan(drop_ack_rate=1.0)),)
+    config = EngineConfig(run_id="r", instruments=INSTRUMENTS, ack_timeout_ns=timeout)
+    ts = np.arange(0, 5_000, 10, dtype=np.int64)
+    ones = np.ones(len(ts), dtype=np.int64)
+    table = quote_table(ts, "X", "A", 990 * ones, 5 * ones, 1_010 * ones, 5 * ones)
+    sent_at = [100, 250, 400, 3_000]
+    sigs = [
+        Signal(
+            ts_recv=ts,
+            signal_id=f"s{n}",
+            strategy="p",
+            account="ACC",
+            instrument="X",
+            venue="A",
+            side=Side.BUY,
+            qty=1,
+            order_type=OrderType.LIMIT,
+            price=900,  # never fills: only the ack could end the wait
+        )
+        for n, ts in enumerate(sent_at)
+    ]
+    result = SimRun(config, venues, tmp_path).run(table.to_batches(max_chunksize=64), sigs)
+    got = [m for _, m in entries(Path(result.run_dir))]
+    alerts = [m for m in got if isinstance(m, Alert) and m.code == "ACK_TIMEOUT"]
+    assert [(a.ts_recv, a.order_id) for a in alerts] == [
+        (ts + timeout, f"r-{n}") for n, ts in enumerate(sent_at, 1)
+    ]
+    timers = [m for m in got if isinstance(m, ScheduleTimer) and m.purpose == "ack_timeout"]
+    # one timer at a time: set by the first order, re-set when it fires for the next
+    # deadline, set again by the order sent after none was waiting
+    assert [(t.ts_recv, t.fire_at) for t in timers] == [
+        (100, 1_100),
+        (1_100, 1_250),
+        (1_250, 1_400),
+        (3_000, 4_000),
+    ]
+    assert not any(isinstance(m, OrderAccepted) for m in got)
+    replayed, _ = replay(Path(result.run_dir), verify=True)
+    assert replayed.divergence is None
