@@ -33,7 +33,7 @@ import functools
 import struct
 import types
 import typing
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import pairwise, repeat
 from typing import Any, Literal, NamedTuple
 
@@ -233,11 +233,21 @@ class RunValues:
         }
         self._codes = {j: {name: n for n, name in enumerate(v)} for j, v in zip(_RUN_AT, values)}
 
+    def code(self, j: int, value: str) -> int:
+        """The code of `value` in schema column j's dictionary, -1 if not in it."""
+        return self._codes[j].get(value, -1)
+
+    def one_code(self, j: int, column: pa.Array) -> int | None:
+        """The code in schema column j's dictionary of the one value of `column` (-1 for
+        a value not in it), None if its rows hold more than one value (or a null)."""
+        one = one_value(column)
+        return None if one is None else self.code(j, one)
+
     def codes(self, j: int, column: pa.Array) -> np.ndarray[Any, np.dtype[np.int32]]:
         """Each row's code in schema column j's dictionary, -1 for a value not in it."""
-        one = one_value(column)
+        one = self.one_code(j, column)
         if one is not None:
-            return np.full(len(column), self._codes[j].get(one, -1), dtype=np.int32)
+            return np.full(len(column), one, dtype=np.int32)
         found = pc.index_in(column, value_set=self.dictionaries[j])
         codes: np.ndarray[Any, np.dtype[np.int32]] = pc.fill_null(found, -1).to_numpy()
         return codes.astype(np.int32, copy=False)
@@ -450,11 +460,12 @@ class Rows:
     `columns_rows`), so every row is a valid entry but for its seq.
     """
 
-    __slots__ = ("_codes", "_market", "_mix", "columns", "length")
+    __slots__ = ("_codes", "_market", "_mix", "columns", "length", "one_values")
 
     def __init__(self, length: int, columns: dict[int, pa.Array]) -> None:
         self.length = length
         self.columns = columns
+        self.one_values: dict[int, str] = {}  # string columns known to hold one value
         self._market: np.ndarray[Any, np.dtype[np.bool_]] | None = None
         self._mix = -2  # 1 every row is market data, 0 none is, -1 some are; -2 not known
         self._codes: dict[int, pa.Array] = {}  # run dictionary codes, per schema column
@@ -472,9 +483,15 @@ class Rows:
         whose instrument and venue are the run's (kept, as are their codes)."""
         if self._market is None:
             kinds = self.columns[_KIND].to_numpy(zero_copy_only=False)
-            market = _IS_MARKET[kinds]
             cause = self.columns.get(_CAUSE)
-            if cause is not None and cause.null_count < self.length:
+            caused = cause is not None and cause.null_count < self.length
+            one_kind = kinds.min() == kinds.max() and _IS_MARKET[kinds[0]]
+            if not caused and one_kind and self._one_key(run):  # a sim's common batch
+                self._market = np.ones(self.length, dtype=bool)  # no per-row work
+                return self._market
+            market = _IS_MARKET[kinds]
+            if caused:
+                assert cause is not None
                 market &= ~cause.is_valid().to_numpy(zero_copy_only=False)
             for j in _RUN_AT:
                 column = self.columns.get(j)
@@ -487,6 +504,24 @@ class Rows:
                 self._codes[j] = pa.array(codes)
             self._market = market
         return self._market
+
+    def _one_key(self, run: RunValues) -> bool:
+        """True (and the run codes kept) if each run dictionary column holds one value in
+        every row, a value of the run's."""
+        codes = {}
+        for j in _RUN_AT:
+            column = self.columns.get(j)
+            value = self.one_values.get(j)
+            if value is not None:
+                code: int | None = run.code(j, value)
+            else:
+                code = None if column is None else run.one_code(j, column)
+            if code is None or code < 0:
+                return False
+            codes[j] = code
+        for j, code in codes.items():
+            self._codes[j] = pa.array(np.full(self.length, code, dtype=np.int32))
+        return True
 
     def run_codes(self, j: int) -> pa.Array:
         """The run dictionary codes of schema column j (once `market` has found them)."""
@@ -616,7 +651,8 @@ def _split_batch(
     total = int(length.sum())
     starts = (np.cumsum(length) - length).astype(np.uint64)
     first = np.array(firsts, dtype=np.uint64)
-    seq = np.repeat(first - starts, length) + np.arange(total, dtype=np.uint64)
+    seq = np.repeat(first - starts, length)
+    seq += np.arange(total, dtype=np.uint64)
     return _batch(parts, total, pa.array(seq), run)
 
 
@@ -943,14 +979,18 @@ def _grouped(batch: pa.RecordBatch) -> tuple[list[Message], list[int] | None]:
 _COLUMN_INDEX: dict[str, int] = {c.name: j for j, c in enumerate(COLUMNS)}
 
 
-def columns_rows(kinds: Any, columns: dict[str, Any]) -> Rows:
+def columns_rows(
+    kinds: Any, columns: dict[str, Any], one_values: Mapping[str, str] | None = None
+) -> Rows:
     """Make `Rows` of inputs from ready columns: the bulk path for market data.
 
     `kinds` holds each row's KINDS code (int8); `columns` maps journal column names to
     arrays of the rows' values (pyarrow or numpy; enum columns as int8 member indices);
     every other column is null, `cause` too (inputs have none). The caller vouches that
     each row is a valid message of its kind: `decode` must give back what it means.
-    Arrays already of the column's type are used as they are (no copy).
+    Arrays already of the column's type are used as they are (no copy). `one_values`
+    names string columns the caller knows hold one value in every row, and the value
+    (kept: splitting the rows by run then need not read those columns again).
     """
     rows = len(kinds)
     if rows == 0:
@@ -981,7 +1021,13 @@ def columns_rows(kinds: Any, columns: dict[str, Any]) -> Rows:
                 keys = pc.fill_null(array, 0).to_numpy()
                 array = pa.array(keys, pa.int8(), mask=missing)
         out[_FIRST_FIELD + j] = array
-    return Rows(rows, out)
+    made = Rows(rows, out)
+    for name, value in (one_values or {}).items():
+        j = _FIRST_FIELD + _COLUMN_INDEX[name]
+        if j not in out:
+            raise CodecError(f"columns_rows: one value given for {name!r}, not a column given")
+        made.one_values[j] = value
+    return made
 
 
 def columns_batch(first_seq: int, kinds: Any, columns: dict[str, Any]) -> pa.RecordBatch:

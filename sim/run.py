@@ -443,7 +443,11 @@ class SimRun:
             columns["aggressor"] = pc.if_else(pc.equal(mtype, MTYPE_TRADE), side, None)
             columns["side"] = pc.if_else(is_book, side, None)
             columns["clear"] = pc.if_else(is_book, pc.fill_null(batch.column("clear"), False), None)
-        return columns_rows(_KIND_OF_MTYPE[view.mtype], columns)
+        one_values = None
+        if view.single_key >= 0:  # every row of one instrument and venue: say which
+            instrument, venue = self.keys[view.single_key]
+            one_values = {"instrument": instrument, "venue": venue}
+        return columns_rows(_KIND_OF_MTYPE[view.mtype], columns, one_values)
 
     def _withheld_rows(self, view: MarketView) -> np.ndarray | None:
         """Mark the rows of venues in a stale-quote window (None if there is none)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pyarrow as pa
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -12,6 +13,7 @@ from engine.codec import (
     MARKET_SCHEMA,
     SCHEMA,
     BatchBuilder,
+    CodecError,
     RunValues,
     assemble,
     assemble_split,
@@ -59,10 +61,13 @@ RUN = RunValues(["X"], ["V"])
     bulk=st.integers(0, 40),
     cuts=st.lists(st.integers(0, 40), max_size=6),
     others=st.sampled_from(["none", "all", "some"]),
+    declared=st.booleans(),
 )
 def test_split_when_rows_mix_kinds_and_parts_then_merge_equals_assemble(
-    kinds: list[str], bulk: int, cuts: list[int], others: str
+    kinds: list[str], bulk: int, cuts: list[int], others: str, declared: bool
 ) -> None:
+    """`declared`: the bulk rows come with their one instrument and venue said (as a
+    sim's batch of one key does), which must change nothing but the work done."""
     builder = BatchBuilder(len(kinds))
     for row, kind in enumerate(kinds):
         msg = MAKERS["quote" if kind == "quote-caused" else kind](row)
@@ -87,6 +92,9 @@ def test_split_when_rows_mix_kinds_and_parts_then_merge_equals_assemble(
                 "ask_price": list(range(1, bulk + 1)),
                 "ask_size": [2] * bulk,
             },
+            {"instrument": "XY"[others == "all"], "venue": "V"}
+            if declared and others != "some"
+            else None,
         )
         bounds = sorted({0, bulk, *(c for c in cuts if c < bulk)})
         slices = [(rows, a, b) for a, b in itertools.pairwise(bounds) if b > a]
@@ -106,3 +114,9 @@ def test_split_when_rows_mix_kinds_and_parts_then_merge_equals_assemble(
     merged = merge(entries, market)
     assert decode(merged) == decode(whole)
     assert merged.column(0).to_pylist() == list(range(7, 7 + whole.num_rows))
+
+
+def test_columns_rows_when_one_value_names_a_column_not_given_then_error() -> None:
+    code = KINDS.index(QuoteTick)
+    with pytest.raises(CodecError, match="one value given for 'venue', not a column given"):
+        columns_rows(pa.array([code], pa.int8()), {"instrument": ["X"]}, {"venue": "V"})
