@@ -1407,11 +1407,15 @@ class JournalWriter:
         self._pieces = []
         self._written = first + rows
         self._batch_end = self._written + self.batch_size
+        try:  # assembled while the group before may still be written (it needs no chain)
+            market, entries = assemble_split(first, parts, self._run_values)
+        except BaseException as exc:
+            self._fail(exc)
+            raise
         self._join_io()
         try:
             if self._seal_error is not None:
                 self._join_sealer()
-            market, entries = assemble_split(first, parts, self._run_values)
             meta = {
                 _FIRST_SEQ: str(first).encode(),
                 _LAST_SEQ: str(first + rows - 1).encode(),
