@@ -260,10 +260,9 @@ class RunValues:
 
 def one_value(column: pa.Array) -> str | None:
     """The value of a string column holding one value in every row, else None; read off
-    its buffers with two byte comparisons and no copies: the offsets against a regular
-    sequence, the characters against themselves one value further on. (It runs on every
-    market batch: the copies it made before cost more than the rest of the batch's
-    bookkeeping, their pages fresh each time.)"""
+    its buffers with two byte comparisons and no copies (it runs on every market batch):
+    the offsets against a regular sequence, the characters against themselves one value
+    further on."""
     if column.null_count or column.type != pa.utf8() or not len(column):
         return None
     n = len(column)
@@ -457,7 +456,8 @@ class Rows:
     array of `length` values of that column; dictionary columns (`kind` and the enums)
     hold int8 codes into their fixed dictionary, with code 0 under a null. A column not
     in `columns` is null in every row. Only this module builds one (`BatchBuilder`,
-    `columns_rows`), so every row is a valid entry but for its seq.
+    `columns_rows`), so every row is a valid entry but for its seq. `one_values` maps
+    the schema index of a string column its maker knows to hold one value to that value.
     """
 
     __slots__ = ("_codes", "_market", "_mix", "columns", "length", "one_values")
@@ -465,7 +465,7 @@ class Rows:
     def __init__(self, length: int, columns: dict[int, pa.Array]) -> None:
         self.length = length
         self.columns = columns
-        self.one_values: dict[int, str] = {}  # string columns known to hold one value
+        self.one_values: dict[int, str] = {}
         self._market: np.ndarray[Any, np.dtype[np.bool_]] | None = None
         self._mix = -2  # 1 every row is market data, 0 none is, -1 some are; -2 not known
         self._codes: dict[int, pa.Array] = {}  # run dictionary codes, per schema column
