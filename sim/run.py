@@ -345,7 +345,7 @@ class SimRun:
             else pc.fill_null(clear, False).to_numpy(zero_copy_only=False),
             ts_event=ints("ts_event", NULL),
             single_key=int(key[0]) if key.min() == key.max() else -1,
-            quotes_only=bool((mtype == MTYPE_QUOTE).all()),
+            quotes_only=bool(mtype.min() == MTYPE_QUOTE == mtype.max()),
         )
 
     def _nulls(self, n: int, null: int | bool) -> np.ndarray:
@@ -428,10 +428,12 @@ class SimRun:
             "venue": batch.column("venue"),
         }
         mtype = batch.column("mtype")
-        if bool((view.mtype == MTYPE_QUOTE).all()):
+        if view.quotes_only:
             for name in _QUOTE_COLUMNS:
                 columns[name] = batch.column(name)
+            kinds = np.full(len(view.mtype), _KIND_OF_MTYPE[MTYPE_QUOTE])
         else:
+            kinds = _KIND_OF_MTYPE[view.mtype]
             is_quote = pc.equal(mtype, MTYPE_QUOTE)
             is_book = pc.equal(mtype, MTYPE_BOOK)
             for name in _QUOTE_COLUMNS:
@@ -447,7 +449,7 @@ class SimRun:
         if view.single_key >= 0:  # every row of one instrument and venue: say which
             instrument, venue = self.keys[view.single_key]
             one_values = {"instrument": instrument, "venue": venue}
-        return columns_rows(_KIND_OF_MTYPE[view.mtype], columns, one_values)
+        return columns_rows(kinds, columns, one_values)
 
     def _withheld_rows(self, view: MarketView) -> np.ndarray | None:
         """Mark the rows of venues in a stale-quote window (None if there is none)."""
