@@ -19,8 +19,8 @@ instrument, an ack for each order, fills or cancels of the oldest working orders
 
 Timed, each with `time.perf_counter_ns` around one call:
 - "gauntlet": `gauntlet(engine)(signal)`: the duplicate check and `engine._plan` (all
-  three stages, no order created), on
-  signals with unique ids that pass, against the same warmed-up state;
+  three stages, no order created), on signals with unique ids that pass, against the
+  same warmed-up state;
 - "handle, passing": `engine.handle(signal)` for signals that become an order (the
   gauntlet plus creating and tracking the order and its timers);
 - "handle, denied": `engine.handle(signal)` for the share (~10%) built to be denied
@@ -510,7 +510,7 @@ def profile(signals: int) -> str:
     out = io.StringIO()
     for label, call in (
         ("handle(signal)", engine.handle),
-        ("gauntlet alone (_plan)", gauntlet(engine)),
+        ("gauntlet alone (duplicate check, _plan)", gauntlet(engine)),
     ):
         profiler = cProfile.Profile()
         for _ in range(signals):

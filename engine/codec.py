@@ -1023,7 +1023,8 @@ def columns_rows(
         out[_FIRST_FIELD + j] = array
     made = Rows(rows, out)
     for name, value in (one_values or {}).items():
-        j = _FIRST_FIELD + _COLUMN_INDEX[name]
+        column = _COLUMN_INDEX.get(name)
+        j = -1 if column is None else _FIRST_FIELD + column
         if j not in out:
             raise CodecError(f"columns_rows: one value given for {name!r}, not a column given")
         made.one_values[j] = value

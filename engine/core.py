@@ -9,8 +9,8 @@ Invariants (DESIGN.md, "The one rule"):
 - Inputs never raise. A venue event that contradicts the order state machine, or names
   an unknown order, becomes an `Alert` and leaves the state unchanged; an input that is
   not an input (a command, an effect) becomes an `Alert` too.
-- A signal either becomes exactly one `SubmitOrder` (with its ack-timeout
-  `ScheduleTimer`), or a `SignalRejected` naming the check and why, or nothing (a
+- A signal either becomes exactly one `SubmitOrder` (watched by the ack watchdog),
+  or a `SignalRejected` naming the check and why, or nothing (a
   target already reached), after the cancels of the signal it replaces (if it names
   one). A signal id is handled once.
 - Duplicate fills (same trade id for the order) are dropped before the state machine.
@@ -1890,6 +1890,8 @@ class Engine:
         return effects
 
     def _ack_overdue(self, now: int, order: Order) -> list[Message]:
+        """An order not acknowledged by its deadline: the alert, and an error of its
+        venue's breaker (which may open it)."""
         waited_ms = (now - order.ts_created) // 1_000_000
         effects: list[Message] = [
             self._order_alert(

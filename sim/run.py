@@ -286,13 +286,14 @@ class SimRun:
 
     # --- market data --------------------------------------------------------------------
 
-    def _key_array(self, batch: pa.RecordBatch) -> np.ndarray:
-        """Number each row's (instrument, venue) with the run's key ids."""
+    def _key_array(self, batch: pa.RecordBatch) -> tuple[np.ndarray, int]:
+        """Number each row's (instrument, venue) with the run's key ids; return them and
+        the one key of every row (-1 if the rows have more than one)."""
         inst_names, inst_codes = _encode(batch.column("instrument"))
         venue_names, venue_codes = _encode(batch.column("venue"))
         if inst_codes is None and venue_codes is None:  # one key (the common batch)
             key = self._key_id(inst_names[0], venue_names[0])
-            return np.full(batch.num_rows, key, dtype=np.int32)
+            return np.full(batch.num_rows, key, dtype=np.int32), key
         lookup = np.empty(len(inst_names) * len(venue_names), dtype=np.int32)
         for a, iname in enumerate(inst_names):
             for b, vname in enumerate(venue_names):
@@ -301,7 +302,7 @@ class SimRun:
             0 if venue_codes is None else venue_codes
         )
         keys: np.ndarray = lookup[combined]
-        return keys
+        return keys, int(keys[0]) if keys.min() == keys.max() else -1
 
     def _key_id(self, instrument: str, venue: str) -> int:
         pair = (instrument, venue)
@@ -327,7 +328,7 @@ class SimRun:
             return values
 
         clear = batch.column("clear")
-        key = self._key_array(batch)
+        key, single_key = self._key_array(batch)
         mtype = ints("mtype", -1)
         return MarketView(
             ts=ints("ts", NULL),
@@ -344,7 +345,7 @@ class SimRun:
             if clear.null_count == n
             else pc.fill_null(clear, False).to_numpy(zero_copy_only=False),
             ts_event=ints("ts_event", NULL),
-            single_key=int(key[0]) if key.min() == key.max() else -1,
+            single_key=single_key,
             quotes_only=bool(mtype.min() == MTYPE_QUOTE == mtype.max()),
         )
 

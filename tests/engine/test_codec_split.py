@@ -120,3 +120,5 @@ def test_columns_rows_when_one_value_names_a_column_not_given_then_error() -> No
     code = KINDS.index(QuoteTick)
     with pytest.raises(CodecError, match="one value given for 'venue', not a column given"):
         columns_rows(pa.array([code], pa.int8()), {"instrument": ["X"]}, {"venue": "V"})
+    with pytest.raises(CodecError, match="one value given for 'nope', not a column given"):
+        columns_rows(pa.array([code], pa.int8()), {"instrument": ["X"]}, {"nope": "V"})

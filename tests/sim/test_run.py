@@ -468,9 +468,10 @@ def test_key_array_when_columns_hold_one_value_or_many_then_each_rows_key(
         [pa.array([i for i, _ in pairs]), pa.array([v for _, v in pairs])],
         names=["instrument", "venue"],
     )
-    keys = sim._key_array(batch)
+    keys, single = sim._key_array(batch)
     assert keys.dtype == np.int32
     assert [sim.keys[k] for k in keys.tolist()] == pairs
+    assert single == (int(keys[0]) if len(set(pairs)) == 1 else -1)
 
 
 # --- batches of one key (the venue's slice fast paths), from a review ----------------------
