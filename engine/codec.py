@@ -110,7 +110,19 @@ class _Field(NamedTuple):
 
 # --- schema ---------------------------------------------------------------------------------
 
-KIND_DICTIONARY: pa.Array = pa.array([cls.__name__ for cls in KINDS], pa.utf8())
+
+def _strings(values: Sequence[str]) -> pa.Array:
+    """A utf8 array of `values` made from its buffers: `pa.array` imports pandas (when it
+    is installed) on its first call, ~1 s that a command importing this module and never
+    building a batch (`tape --help`, `tape journal`, `tape tca`) should not pay."""
+    data = [v.encode() for v in values]
+    offsets = np.zeros(len(data) + 1, dtype=np.int32)
+    np.cumsum([len(d) for d in data], out=offsets[1:])
+    buffers = [None, pa.py_buffer(offsets.tobytes()), pa.py_buffer(b"".join(data))]
+    return pa.Array.from_buffers(pa.utf8(), len(data), buffers)
+
+
+KIND_DICTIONARY: pa.Array = _strings([cls.__name__ for cls in KINDS])
 _DICT_TYPE = pa.dictionary(pa.int8(), pa.utf8())
 _RESERVED = ("seq", "cause", "kind")
 _JSON_ENCODE = msgspec.json.Encoder().encode
@@ -138,7 +150,7 @@ def _classify(base: Any) -> tuple[Codec, pa.DataType, pa.Array | None]:
         values = [member.value for member in base]
         if len(values) > 127:
             raise TypeError(f"enum {base.__name__}: more than 127 members do not fit int8")
-        return "enum", _DICT_TYPE, pa.array(values, pa.utf8())
+        return "enum", _DICT_TYPE, _strings(values)
     return "json", pa.utf8(), None
 
 

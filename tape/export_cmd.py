@@ -24,7 +24,6 @@ from typing import Any
 import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 from rich.console import Console
 
 from engine.journal import JournalError, JournalReader
@@ -82,6 +81,8 @@ def export_journal(
         schema = pa.schema(
             [*fields, pa.field("run_id", pa.string()), pa.field("date", pa.string())]
         )
+        import pyarrow.dataset as ds  # here: it imports pandas (~1 s) that other commands skip
+
         counted = _Counting(_batches(reader, schema, run_id))
         ds.write_dataset(
             pa.RecordBatchReader.from_batches(schema, counted),

@@ -381,3 +381,13 @@ def test_nulls_when_sliced_from_a_longer_array_then_ipc_bytes_are_those_of_exact
             want = exact if d is None else pa.DictionaryArray.from_arrays(exact, d)
             assert len(got) == rows and got.null_count == rows
             assert ipc(got) == ipc(want), (rows, codec.SCHEMA.field(j).name, str(t))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(max_size=12), max_size=20))
+def test_strings_equal_pa_array(values: list[str]) -> None:
+    """The dictionaries made from buffers (no pandas import) are the arrays pa.array makes."""
+    made = codec._strings(values)
+    made.validate(full=True)
+    assert made.equals(pa.array(values, pa.utf8()))
+    assert made.type == pa.utf8() and made.null_count == 0
