@@ -113,8 +113,9 @@ class _Field(NamedTuple):
 
 def _strings(values: Sequence[str]) -> pa.Array:
     """A utf8 array of `values` made from its buffers: `pa.array` imports pandas (when it
-    is installed) on its first call, ~1 s that a command importing this module and never
-    building a batch (`tape --help`, `tape journal`, `tape tca`) should not pay."""
+    is installed) on its first call, ~1 s that importing this module should not cost
+    (`tape --help` builds no array; `tape journal verify`, `tca` and `limits` still pay it
+    when they read a journal)."""
     data = [v.encode() for v in values]
     offsets = np.zeros(len(data) + 1, dtype=np.int32)
     np.cumsum([len(d) for d in data], out=offsets[1:])
