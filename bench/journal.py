@@ -466,7 +466,7 @@ def measure_replay(ticks: int, every: int, repeats: int) -> dict[str, Any]:
     here = Path(__file__).resolve().parent  # bench/sim.py would shadow the sim package
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
     sys.modules.pop("sim", None)
-    from engine.core import EngineConfig
+    from engine.config import EngineConfig
     from engine.replay import replay
     from sim.run import SimRun
     from tape.demo import demo_instruments, demo_market, demo_signals, demo_venues

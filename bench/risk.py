@@ -54,7 +54,16 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from engine.core import Engine, EngineConfig
+from engine.config import (
+    EngineConfig,
+    LifecycleConfig,
+    LimitsConfig,
+    LimitSet,
+    MarketChecks,
+    RiskConfig,
+    VenueRules,
+)
+from engine.core import Engine
 from engine.messages import (
     AssetClass,
     BookDelta,
@@ -71,14 +80,6 @@ from engine.messages import (
     SubmitOrder,
     TimeInForce,
     TimerFired,
-)
-from engine.risk import (
-    LifecycleConfig,
-    LimitsConfig,
-    LimitSet,
-    MarketChecks,
-    RiskConfig,
-    VenueRules,
 )
 
 NS = 1_000_000_000

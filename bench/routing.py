@@ -40,14 +40,13 @@ from rich.table import Table  # noqa: E402
 
 from analytics.fill_model import fit_fill_model, load_fill_model, write_fill_model  # noqa: E402
 from analytics.tca import aggregate, load_tca  # noqa: E402
-from engine.core import EngineConfig  # noqa: E402
+from engine.config import EngineConfig, RiskConfig, VenueRules  # noqa: E402
 from engine.fillmodel import FillModel, model_sha256  # noqa: E402
 from engine.messages import AssetClass, Instrument, OrderType, Side, Signal, SignalIntent  # noqa: E402
-from engine.risk import RiskConfig, VenueRules  # noqa: E402
 from engine.router import RouterConfig  # noqa: E402
+from sim.config import VenueConfig  # noqa: E402
 from sim.market import quote_table  # noqa: E402
 from sim.run import SimRun  # noqa: E402
-from sim.venue import VenueConfig  # noqa: E402
 
 START_NS = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
 INTERVAL_NS = 100_000_000

@@ -43,7 +43,7 @@ from rich.console import Console
 from rich.table import Table
 
 from analytics.tca import TCA_COLUMNS, aggregate, load_tca, scan_market
-from engine.core import EngineConfig
+from engine.config import EngineConfig
 from engine.journal import JournalWriter, sealed_segments
 from engine.messages import (
     KIND_CODE,

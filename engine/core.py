@@ -55,6 +55,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from engine.book import Book
+from engine.config import LIMIT_NAMES, EngineConfig, RiskConfig, config_problem
 from engine.fillmodel import FillModel, model_sha256
 from engine.ids import IdGenerator
 from engine.instruments import Denial, instrument_problem, normalise_order
@@ -110,17 +111,14 @@ from engine.orders import (
 )
 from engine.positions import PositionBook
 from engine.risk import (
-    LIMIT_NAMES,
     Aggregate,
     Breaker,
     Limits,
     Money,
     QtyBook,
     RateWindow,
-    RiskConfig,
     StateBoard,
     collar_denial,
-    config_problem,
     impact_bps,
     mid_of,
     quote_denial,
@@ -128,7 +126,7 @@ from engine.risk import (
     scope_of,
     venue_rules_denial,
 )
-from engine.router import RouteDecision, RouterConfig, RouteRequest, VenueState, route
+from engine.router import RouteDecision, RouteRequest, VenueState, route
 from engine.sessions import Calendar, SessionError, format_ts
 
 ACK_TIMEOUT = "ack_timeout"
@@ -177,21 +175,6 @@ _FINAL_EVENT: dict[OrderStatus, OrderEvent] = {
     OrderStatus.EXPIRED: OrderEvent.EXPIRED,
     OrderStatus.REJECTED: OrderEvent.REJECTED,
 }
-
-
-class EngineConfig(msgspec.Struct, frozen=True, kw_only=True):
-    """What an engine starts from; it goes in the run manifest."""
-
-    run_id: str
-    seed: int = 0
-    instruments: tuple[Instrument, ...]
-    max_order_qty: dict[str, int] = {}  # instrument (or "*" for the rest) -> max size units
-    default_venue: dict[str, str] = {}  # instrument -> venue; else its first venue_symbols key
-    ack_timeout_ns: int = 5_000_000_000
-    risk: RiskConfig = RiskConfig()
-    router: RouterConfig | None = None  # None: signal.venue, else default_venue
-    calendars: dict[str, Calendar] = {}  # instrument (or "*" for the rest) -> its sessions
-    fill_model_sha256: str | None = None  # the model the runner hands the engine
 
 
 class _Plan(NamedTuple):

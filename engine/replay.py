@@ -23,7 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.codec import KIND_DICTIONARY, decode_messages
-from engine.core import Engine, EngineConfig
+from engine.config import EngineConfig
+from engine.core import Engine
 from engine.fillmodel import FillModel, decode_model, model_sha256
 from engine.journal import JournalReader, Manifest
 from engine.messages import KIND_CODE, Message, QuoteTick, TradeTick

@@ -32,7 +32,8 @@ from typing import Any
 import msgspec
 
 from engine.codec import Rows
-from engine.core import Engine, EngineConfig
+from engine.config import EngineConfig
+from engine.core import Engine
 from engine.journal import JournalReader, JournalWriter, Manifest
 from engine.messages import VENUE_COMMANDS, Message, ScheduleTimer, TimerFired
 

@@ -43,7 +43,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.codec import Rows, columns_rows, one_value
-from engine.core import Engine, EngineConfig
+from engine.config import EngineConfig
+from engine.core import Engine
 from engine.fillmodel import FillModel, encode_model
 from engine.journal import (
     DEFAULT_COMPRESSION,
@@ -74,8 +75,9 @@ from engine.messages import (
 )
 from engine.replay import FILL_MODEL_FILE
 from engine.runner import Runner, new_manifest
+from sim.config import SimResult, VenueConfig
 from sim.market import MARKET_SCHEMA, MTYPE_BOOK, MTYPE_QUOTE, MTYPE_TRADE, NULL, MarketView
-from sim.venue import SimVenue, VenueConfig
+from sim.venue import SimVenue
 
 PRIO_VENUE, PRIO_MARKET, PRIO_SIGNAL, PRIO_TIMER = 0, 1, 2, 3
 # Journal groups of sim runs: market data comes in bulk, and a group's market rows are
@@ -119,22 +121,6 @@ class TickStrategy(Protocol):
         self, ts: int, key: int, bid: int, bid_size: int, ask: int, ask_size: int
     ) -> Sequence[Signal] | None:
         """Look at one quote (`key` indexes `SimRun.keys`; a missing side is NULL)."""
-
-
-class SimResult(msgspec.Struct, kw_only=True):
-    run_id: str
-    run_dir: str
-    market_rows: int
-    inputs: int
-    effects: int
-    signals: int
-    orders: int
-    fills: int
-    cancels: int
-    alerts: int
-    undone: int  # events after the drain horizon, never processed
-    withheld: int = 0  # market rows of stale-quote windows, kept from the engine
-    wall_s: float
 
 
 class SimRun:

@@ -87,13 +87,12 @@ from engine.messages import (
     VenueConnected,
     VenueDisconnected,
 )
-from sim.faults import FaultPlan, in_windows
-from sim.latency import ConstantLatency, Latency, LatencyModel
+from sim.config import DAY_NS, VenueConfig
+from sim.faults import in_windows
 from sim.ledger import VenueLedger
 from sim.market import MTYPE_BOOK, MTYPE_QUOTE, MTYPE_TRADE, NULL, MarketView
-from sim.queue import UNKNOWN, QueueModelConfig, QueuePos, RiskAverseQueueModel
+from sim.queue import UNKNOWN, QueuePos
 
-DAY_NS = 86_400_000_000_000
 _NEVER = np.iinfo(np.int64).max
 _PPM = 1_000_000
 _FIRST_WINDOW = 1_024  # rows of the first window `horizon` scans
@@ -102,75 +101,6 @@ _STOP_TYPES = (OrderType.STOP, OrderType.STOP_LIMIT)
 
 # Wake-up kinds, in the order they run at equal times.
 _EV_EDGE, _EV_EXPIRE, _EV_ARRIVE, _EV_HIDDEN = 0, 1, 2, 3
-
-
-class VenueConfig(msgspec.Struct, frozen=True, kw_only=True):
-    """How one simulated venue behaves.
-
-    - `name`: the venue's name (commands and market rows carry it).
-    - `maker_fee_bps`, `taker_fee_bps`: fees in basis points of notional; a negative
-      maker fee is a rebate.
-    - `latency_ns`: shorthand for `ConstantLatency(entry=latency_ns)` (entry, cancel
-      and response alike), used when `latency` is None.
-    - `latency`: a latency model (`ConstantLatency`, `LognormalLatency`).
-    - `depth_levels`: L1 only: how many synthetic levels a taker may walk (the touch,
-      then one tick worse each time, each with the touch's size).
-    - `order_types`, `time_in_force`: what the venue accepts; others are rejected.
-    - `day_close_ns`: session close, nanoseconds after midnight UTC; DAY orders expire
-      at the first close after acceptance.
-    - `fade_ratio`: fraction of each displayed level a taking order can actually take
-      (1.0: all of it; 0.5: the other half vanishes as we arrive).
-    - `hidden_fill_rate_per_s`: arrival rate (Poisson, seeded) of hidden marketable flow.
-      Each arrival is a buy or a sell (even odds) and fills, at their own price, each of
-      our resting orders on the side it hits that is at or better than the touch, by
-      `hidden_fill_fraction` of its leaves (rounded down to the lot, at least one lot).
-    - `queue_model`: `RiskAverseQueueModel()` (default) or `ProbQueueModel(power=...)`.
-    - `faults`: the seeded fault plan (`sim.faults.FaultPlan`).
-    - `seed`: seeds every random draw of the venue.
-    """
-
-    name: str
-    maker_fee_bps: int = 0
-    taker_fee_bps: int = 5
-    latency_ns: int = 1_000_000
-    latency: Latency | None = None
-    depth_levels: int = 5
-    order_types: tuple[OrderType, ...] = tuple(OrderType)
-    time_in_force: tuple[TimeInForce, ...] = tuple(TimeInForce)
-    day_close_ns: int = 0
-    fade_ratio: float = 1.0
-    hidden_fill_rate_per_s: float = 0.0
-    hidden_fill_fraction: float = 0.5
-    queue_model: QueueModelConfig = RiskAverseQueueModel()
-    faults: FaultPlan = FaultPlan()
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        where = f"VenueConfig {self.name!r}"
-        if self.latency_ns < 0:
-            raise ValueError(f"{where}: latency_ns must be >= 0, got {self.latency_ns}")
-        if self.depth_levels < 1:
-            raise ValueError(f"{where}: depth_levels must be >= 1, got {self.depth_levels}")
-        if not 0 <= self.day_close_ns < DAY_NS:
-            raise ValueError(
-                f"{where}: day_close_ns must be in [0, {DAY_NS}), got {self.day_close_ns}"
-            )
-        if not 0.0 <= self.fade_ratio <= 1.0:
-            raise ValueError(f"{where}: fade_ratio must be in [0, 1], got {self.fade_ratio}")
-        if self.hidden_fill_rate_per_s < 0.0:
-            raise ValueError(
-                f"{where}: hidden_fill_rate_per_s must be >= 0, got {self.hidden_fill_rate_per_s}"
-            )
-        if not 0.0 < self.hidden_fill_fraction <= 1.0:
-            raise ValueError(
-                f"{where}: hidden_fill_fraction must be in (0, 1], got {self.hidden_fill_fraction}"
-            )
-
-    def latency_model(self) -> LatencyModel:
-        """Return the latency model: `latency`, else constant `latency_ns`."""
-        if self.latency is not None:
-            return self.latency
-        return ConstantLatency(entry=self.latency_ns)
 
 
 def _fee(price: int, qty: int, multiplier: int, bps: int) -> int:

@@ -29,13 +29,12 @@ from typing import Any
 
 import msgspec
 
-from engine.core import EngineConfig
+from engine.config import EngineConfig, RiskConfig, config_problem
 from engine.instruments import instrument_problem
 from engine.messages import AssetClass, Instrument
-from engine.risk import RiskConfig, config_problem
 from engine.router import RouterConfig
 from engine.sessions import Calendar, CalendarConfigError, load_calendars
-from sim.venue import VenueConfig
+from sim.config import VenueConfig
 
 __all__ = ["ConfigError", "SimConfig", "demo_config", "load_config"]
 

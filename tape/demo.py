@@ -17,12 +17,13 @@ from rich.table import Table
 
 from analytics.summary import render, summarize
 from analytics.tca import aggregate, load_tca
-from engine.core import Engine, EngineConfig
+from engine.config import EngineConfig
+from engine.core import Engine
 from engine.messages import AssetClass, Instrument, OrderType, Side, Signal, SignalIntent
 from engine.replay import replay
+from sim.config import SimResult, VenueConfig
 from sim.market import MarketSpec, VenueQuoting, generate_quotes
-from sim.run import SimResult, SimRun
-from sim.venue import VenueConfig
+from sim.run import SimRun
 
 START_NS = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
 VENUES = ("ALPHA", "BETA", "GAMMA")

@@ -20,11 +20,12 @@ from rich.console import Console
 from rich.table import Table
 
 from engine.codec import KIND_DICTIONARY, decode_messages
+from engine.config import LIMIT_NAMES, LimitSet
 from engine.core import Engine
 from engine.journal import JournalReader
 from engine.messages import KillSwitch, LimitOverride, Message, Resume, ReviewDecision
 from engine.replay import replay
-from engine.risk import LIMIT_NAMES, LimitSet, scope_of
+from engine.risk import scope_of
 
 _OPERATOR_KINDS = (LimitOverride, KillSwitch, Resume, ReviewDecision)
 

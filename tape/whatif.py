@@ -27,17 +27,16 @@ import pyarrow.compute as pc
 
 from analytics.fill_model import load_fill_model
 from engine.codec import KIND_DICTIONARY, decode_messages
-from engine.core import EngineConfig
+from engine.config import EngineConfig, RiskConfig, config_problem
 from engine.fillmodel import FillModel
 from engine.journal import JournalReader
 from engine.messages import Signal
 from engine.replay import engine_config
-from engine.risk import RiskConfig, config_problem
 from engine.router import RouterConfig
 from engine.sessions import CalendarConfigError, load_calendars
+from sim.config import SimResult, VenueConfig
 from sim.market import MARKET_SCHEMA, MTYPE_BOOK, MTYPE_QUOTE, MTYPE_TRADE
-from sim.run import SimResult, SimRun
-from sim.venue import VenueConfig
+from sim.run import SimRun
 
 _ALLOWED = ("seed", "router", "risk", "calendars", "venues")
 _KIND = {name: i for i, name in enumerate(KIND_DICTIONARY.to_pylist())}

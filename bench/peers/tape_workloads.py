@@ -34,11 +34,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from engine.core import EngineConfig
+from engine.config import EngineConfig
 from engine.messages import AssetClass, Instrument, OrderType, Side, Signal
 from peers import common
+from sim.config import VenueConfig
 from sim.run import SimRun
-from sim.venue import VenueConfig
 
 STRATEGY, ACCOUNT = "bench", "ACC-1"
 

@@ -20,7 +20,7 @@ from analytics.report import (
     quality_table,
 )
 from analytics.tca import aggregate, load_tca
-from engine.core import EngineConfig
+from engine.config import EngineConfig
 from engine.journal import JournalWriter
 from engine.messages import (
     AssetClass,

@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 
 from analytics.summary import render, summarize
-from engine.core import EngineConfig
+from engine.config import EngineConfig
 from engine.journal import JournalWriter
 from engine.messages import (
     Alert,

@@ -22,7 +22,7 @@ from analytics.tca import (
     scan_run,
     venue_matrix,
 )
-from engine.core import EngineConfig
+from engine.config import EngineConfig
 from engine.journal import JournalWriter, read_manifest
 from engine.messages import (
     Alert,
@@ -42,9 +42,9 @@ from engine.messages import (
     TimeInForce,
 )
 from engine.runner import new_manifest
+from sim.config import VenueConfig
 from sim.faults import FaultPlan
 from sim.run import SimRun
-from sim.venue import VenueConfig
 from tape.demo import demo_instruments, demo_market, demo_signals
 
 S = 1_000_000_000

@@ -3,7 +3,8 @@ signals naming `cancels`: replace an earlier signal (cancel its open orders, the
 
 from __future__ import annotations
 
-from engine.core import Engine, EngineConfig
+from engine.config import EngineConfig
+from engine.core import Engine
 from engine.messages import (
     AssetClass,
     CancelOrder,

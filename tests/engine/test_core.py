@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.core import Engine, EngineConfig
+from engine.config import EngineConfig
+from engine.core import Engine
 from engine.ids import IdGenerator
 from engine.instruments import normalise_order, notional, round_price, round_qty
 from engine.messages import (

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.core import Engine, EngineConfig
+from engine.config import EngineConfig, RiskConfig, VenueRules
+from engine.core import Engine
 from engine.fillmodel import Cell, FillModel, Key, decode_model, encode_model, model_sha256
 from engine.messages import (
     AssetClass,
@@ -17,7 +18,6 @@ from engine.messages import (
     SubmitOrder,
     VenueDisconnected,
 )
-from engine.risk import RiskConfig, VenueRules
 from engine.router import RouterConfig
 
 BTC = Instrument(

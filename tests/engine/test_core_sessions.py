@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from engine.core import Engine, EngineConfig
+from engine.config import EngineConfig
+from engine.core import Engine
 from engine.messages import (
     Alert,
     AssetClass,

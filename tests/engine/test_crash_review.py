@@ -30,7 +30,8 @@ import pytest
 
 from engine import journal as journal_module
 from engine.codec import CodecError
-from engine.core import Engine, EngineConfig
+from engine.config import EngineConfig
+from engine.core import Engine
 from engine.journal import LOCK, MANIFEST, JournalError, JournalReader, JournalWriter, verify
 from engine.messages import (
     Alert,
@@ -527,9 +528,9 @@ def test_simrun_when_run_id_exists_then_refused_or_resumed_never_a_second_fresh_
     journal then holds two runs that share order ids and does not replay."""
     import pyarrow as pa
 
+    from sim.config import VenueConfig
     from sim.market import MARKET_SCHEMA
     from sim.run import SimRun
-    from sim.venue import VenueConfig
 
     row: dict[str, list[object]] = {name: [None] for name in MARKET_SCHEMA.names}
     row.update(

@@ -17,7 +17,17 @@ from typing import Any
 import msgspec
 import pytest
 
-from engine.core import Engine, EngineConfig
+from engine.config import (
+    BreakerConfig,
+    EngineConfig,
+    LifecycleConfig,
+    LimitsConfig,
+    LimitSet,
+    MarketChecks,
+    RiskConfig,
+    VenueRules,
+)
+from engine.core import Engine
 from engine.messages import (
     Alert,
     AssetClass,
@@ -59,15 +69,6 @@ from engine.messages import (
     VenueDisconnected,
 )
 from engine.orders import Order
-from engine.risk import (
-    BreakerConfig,
-    LifecycleConfig,
-    LimitsConfig,
-    LimitSet,
-    MarketChecks,
-    RiskConfig,
-    VenueRules,
-)
 
 S = OrderStatus
 NS = 1_000_000_000

@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from engine.core import Engine, EngineConfig
+from engine.config import EngineConfig, LifecycleConfig, RiskConfig
+from engine.core import Engine
 from engine.messages import (
     Alert,
     AssetClass,
@@ -52,7 +53,6 @@ from engine.messages import (
     VenueDisconnected,
 )
 from engine.orders import TERMINAL, Order
-from engine.risk import LifecycleConfig, RiskConfig
 
 S = OrderStatus
 NOW = 1_000

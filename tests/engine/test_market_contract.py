@@ -10,7 +10,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.core import Engine, EngineConfig
+from engine.config import EngineConfig
+from engine.core import Engine
 from engine.messages import (
     AssetClass,
     Instrument,

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.core import Engine, EngineConfig
+from engine.config import EngineConfig
+from engine.core import Engine
 from engine.journal import JournalReader, JournalWriter
 from engine.messages import (
     AssetClass,
@@ -332,7 +333,7 @@ def test_cli_when_run_missing_then_exit_2_names_run(tmp_path: Path, capsys: obje
 
 def test_writer_when_restarted_with_a_fresh_manifest_then_accepted(tmp_path: Path) -> None:
     """A config with tuples (risk, venue rules) compares equal to its stored JSON form."""
-    from engine.risk import LifecycleConfig, RiskConfig, VenueRules
+    from engine.config import LifecycleConfig, RiskConfig, VenueRules
 
     risk = RiskConfig(
         lifecycle=LifecycleConfig(retryable_reasons=("busy",)),

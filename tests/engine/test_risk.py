@@ -10,7 +10,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.core import Engine, EngineConfig
+from engine.config import (
+    LIMIT_NAMES,
+    BreakerConfig,
+    EngineConfig,
+    LimitsConfig,
+    LimitSet,
+    MarketChecks,
+    RiskConfig,
+    VenueRules,
+    config_problem,
+)
+from engine.core import Engine
 from engine.instruments import Denial
 from engine.messages import (
     AssetClass,
@@ -25,22 +36,14 @@ from engine.messages import (
     TradingState,
 )
 from engine.risk import (
-    LIMIT_NAMES,
     Aggregate,
     Breaker,
-    BreakerConfig,
     Limits,
-    LimitsConfig,
-    LimitSet,
-    MarketChecks,
     Money,
     QtyBook,
     RateWindow,
-    RiskConfig,
     StateBoard,
-    VenueRules,
     collar_denial,
-    config_problem,
     impact_bps,
     mid_of,
     quote_denial,

@@ -36,7 +36,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.core import Engine, EngineConfig
+from engine.config import (
+    BreakerConfig,
+    EngineConfig,
+    LifecycleConfig,
+    LimitsConfig,
+    LimitSet,
+    MarketChecks,
+    RiskConfig,
+)
+from engine.core import Engine
 from engine.messages import (
     AssetClass,
     CancelRejected,
@@ -64,14 +73,6 @@ from engine.messages import (
     TimerFired,
 )
 from engine.orders import PENDING_REQUEST, Order
-from engine.risk import (
-    BreakerConfig,
-    LifecycleConfig,
-    LimitsConfig,
-    LimitSet,
-    MarketChecks,
-    RiskConfig,
-)
 
 NS = 1_000_000_000
 T0 = 10 * NS

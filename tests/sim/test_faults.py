@@ -25,9 +25,10 @@ from engine.messages import (
     VenueConnected,
     VenueDisconnected,
 )
+from sim.config import VenueConfig
 from sim.faults import FaultPlan, RejectReason
 from sim.latency import ConstantLatency, LognormalLatency
-from sim.venue import SimVenue, VenueConfig
+from sim.venue import SimVenue
 
 INST = Instrument(
     instrument="X",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from engine.core import EngineConfig
+from engine.config import EngineConfig, LifecycleConfig, RiskConfig
 from engine.journal import JournalReader
 from engine.messages import (
     Alert,
@@ -22,11 +22,10 @@ from engine.messages import (
     SubmitOrder,
 )
 from engine.replay import replay
-from engine.risk import LifecycleConfig, RiskConfig
+from sim.config import VenueConfig
 from sim.faults import FaultPlan, RejectReason
 from sim.market import MARKET_SCHEMA, MTYPE_QUOTE
 from sim.run import SimRun
-from sim.venue import VenueConfig
 
 X = Instrument(
     instrument="X",

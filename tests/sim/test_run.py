@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.core import EngineConfig
+from engine.config import EngineConfig
 from engine.journal import JournalReader
 from engine.messages import (
     Alert,
@@ -31,10 +31,10 @@ from engine.messages import (
     TimeInForce,
 )
 from engine.replay import replay
+from sim.config import SimResult, VenueConfig
 from sim.faults import FaultPlan
 from sim.market import MARKET_SCHEMA, MTYPE_BOOK, MTYPE_QUOTE, MTYPE_TRADE, quote_table
-from sim.run import SimResult, SimRun
-from sim.venue import VenueConfig
+from sim.run import SimRun
 
 INSTRUMENTS = tuple(
     Instrument(

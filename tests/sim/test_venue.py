@@ -29,9 +29,10 @@ from engine.messages import (
     TimeInForce,
     TradeTick,
 )
+from sim.config import DAY_NS, VenueConfig
 from sim.latency import ConstantLatency, LognormalLatency
 from sim.queue import UNKNOWN, ProbQueueModel, QueuePos, RiskAverseQueueModel
-from sim.venue import DAY_NS, SimVenue, VenueConfig, _fee, next_close
+from sim.venue import SimVenue, _fee, next_close
 
 INST = Instrument(
     instrument="BTC-USD",

@@ -31,11 +31,12 @@ from engine.messages import (
     TradeTick,
 )
 from sim import venue as venue_module
+from sim.config import VenueConfig
 from sim.faults import FaultPlan
 from sim.latency import ConstantLatency, LognormalLatency
 from sim.market import MTYPE_BOOK, MTYPE_QUOTE, MTYPE_TRADE, NULL, MarketView
 from sim.queue import ProbQueueModel, RiskAverseQueueModel
-from sim.venue import SimVenue, VenueConfig
+from sim.venue import SimVenue
 
 
 def inst(name: str, tick: int, lot: int) -> Instrument:

@@ -7,7 +7,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from engine.core import Engine, EngineConfig
+from engine.config import EngineConfig
+from engine.core import Engine
 from engine.journal import JournalWriter
 from engine.messages import AssetClass, Instrument, OrderAccepted, QuoteTick, Side, Signal
 from engine.runner import Runner, new_manifest

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from engine.core import Engine, EngineConfig
+from engine.config import EngineConfig, LimitsConfig, LimitSet, RiskConfig
+from engine.core import Engine
 from engine.journal import JournalWriter
 from engine.messages import (
     AssetClass,
@@ -23,7 +24,6 @@ from engine.messages import (
     Signal,
     TradingState,
 )
-from engine.risk import LimitsConfig, LimitSet, RiskConfig
 from engine.runner import Runner, new_manifest
 from tape.cli import build_parser
 
