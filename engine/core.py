@@ -2257,7 +2257,7 @@ class Engine:
             scopes += [("account", account), ("strategy", strategy)]
         else:
             seen: dict[tuple[str, str], None] = {}
-            for a, s, _ in (k for k, _ in self._positions.strategy_positions()):
+            for (a, s, _), _ in self._positions.strategy_positions():
                 seen[("account", a)] = None
                 seen[("strategy", s)] = None
             scopes += list(seen)

@@ -35,7 +35,7 @@ import heapq
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Literal, Protocol, cast
 
 import msgspec
 import numpy as np
@@ -543,7 +543,7 @@ class SimRun:
                 if t < at or (t == at and prio < PRIO_MARKET):
                     j = i  # the event comes before row i (the common case: no search)
                 else:
-                    side = "left" if prio < PRIO_MARKET else "right"
+                    side: Literal["left", "right"] = "left" if prio < PRIO_MARKET else "right"
                     j = max(i, int(ts.searchsorted(t, side=side)))
             if cols and self._cb_row < j:
                 j = self._callbacks(cols, max(self._cb_row, i), j)

@@ -1019,8 +1019,8 @@ class SimVenue:
                 code = 0 if level_side is Side.BUY else 1
                 if bool(((side == code) & (price == level_price)).any()):
                     del mkt.consumed[level_side, level_price]
-        code = price * 2 + side
-        _, last = np.unique(code[::-1], return_index=True)
+        codes = price * 2 + side
+        _, last = np.unique(codes[::-1], return_index=True)
         picks = len(rows) - 1 - last
         qty = view.qty[rows]
         for r in picks.tolist():

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from analytics.summary import render, summarize
 from analytics.tca import aggregate, load_tca
+from engine import native
 from engine.config import EngineConfig
 from engine.core import Engine
 from engine.messages import AssetClass, Instrument, OrderType, Side, Signal, SignalIntent
@@ -168,7 +169,8 @@ def cmd_demo(args: argparse.Namespace, out: Console) -> int:
     out.print(
         f"sim: {result.inputs:,} inputs, {result.effects:,} effects, {result.orders:,} orders, "
         f"{result.fills:,} fills, {result.alerts:,} alerts in {result.wall_s:.2f} s "
-        f"({result.inputs / max(result.wall_s, 1e-9):,.0f} events/s)"
+        f"({result.inputs / max(result.wall_s, 1e-9):,.0f} events/s); "
+        f"engine: {native.status().describe()}"
     )
     out.print(render(summarize(result.run_dir, wall_s=result.wall_s)))
     out.print(venue_table(Path(result.run_dir)))

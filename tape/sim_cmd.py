@@ -30,6 +30,7 @@ from rich.progress import (
 
 from analytics.fill_model import FillModelError, load_fill_model
 from analytics.summary import render, summarize
+from engine import native
 from engine.fillmodel import FillModel, model_sha256
 from engine.messages import Signal
 from sim.run import SimRun
@@ -135,6 +136,7 @@ def cmd_sim(args: argparse.Namespace, out: Console) -> int:
             f"{args.journals / run_id}):\n{exc.describe()}"
         ) from None
     out.print(render(summarize(result.run_dir, wall_s=result.wall_s)))
+    out.print(f"engine: {native.status().describe()}")
     if result.withheld:
         out.print(
             f"note: {result.withheld:,} market rows fell in stale-quote windows of the fault "
