@@ -35,6 +35,10 @@ would also count the parent's size at the fork; see `common.peak_rss_mb`). Each 
 the fastest of `--repeats` runs (default 3: this machine's timings vary by up to a third
 from run to run), with the highest peak RSS of them; the runs must agree on the counts.
 
+Tape's per-event modules run compiled when `make native` has built the current source
+(see engine/native.py; `make bench` builds it), else as pure Python: the note column and
+`tape_engine` in the JSON say which.
+
 The peers run when installed (`uv pip install -e ".[bench]"`: nautilus-trader 1.221.0,
 hftbacktest 2.4.4); otherwise Tape runs alone and the peers are reported skipped.
 """
@@ -164,6 +168,7 @@ def results_table(ticks: int, results: list[Result]) -> Table:
         note = ""
         if r["engine"] == "tape":
             note = f"journal {r['journal_entries'] / 1e6:.2f}M entries, {r['journal_mb']:.0f} MB"
+            note += ", compiled" if r["engine_mode"].startswith("compiled") else ", pure Python"
         elif r.get("ticks_seen", r["ticks"]) not in (r["ticks"], r["ticks"] - 1):
             note = f"saw {r['ticks_seen']:,} ticks"
         table.add_row(
@@ -340,7 +345,8 @@ def main(argv: list[str] | None = None) -> None:
             ("callback", "callback"),
         ):
             r = find(results, "tape", workload)
-            if r:
+            if r and "error" not in r:
+                figures[f"tape_engine{suffix}"] = r["engine_mode"]
                 figures[f"{key}_ticks_per_s{suffix}"] = round(r["ticks_per_s"])
                 figures[f"{key}_peak_rss_mb{suffix}"] = round(r["peak_rss_mb"], 1)
         for key, value in found.items():

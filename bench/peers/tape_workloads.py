@@ -15,6 +15,9 @@ fees.
 - callback: W1 decided by a per-tick strategy (`SimRun(strategy=...)`): `on_quote` is
   called for every quote row and returns the same replacing signal at the decision rows.
 
+The engine runs compiled when `make native` has built this source (see engine/native.py;
+`make bench` builds it), else as pure Python; the result says which (`engine_mode`).
+
 Signals enter at the decision row's timestamp, after that row's quote (the runner's
 order at equal times: market data, then signals).
 
@@ -34,6 +37,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from engine import native
 from engine.config import EngineConfig
 from engine.messages import AssetClass, Instrument, OrderType, Side, Signal
 from peers import common
@@ -217,6 +221,7 @@ def run(workload: str, ticks: int, cache: Path) -> dict[str, Any]:
         "journal_entries": result.inputs + result.effects,
         "journal_mb": journal_bytes / 2**20,
         "undone": result.undone,
+        "engine_mode": native.status().describe(),
     }
 
 
