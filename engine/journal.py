@@ -915,6 +915,7 @@ class _Stream:
         "_options",
         "_read",
         "dir_synced",
+        "dropped",
         "path",
         "raw",
         "schema",
@@ -933,6 +934,7 @@ class _Stream:
         self._ipc: Any = None
         self.unsynced = False
         self.dir_synced = False
+        self.dropped = 0  # the cached pages before this byte were dropped (write_behind)
 
     @property
     def position(self) -> int:
@@ -956,9 +958,18 @@ class _Stream:
 
     def write_behind(self, start: int) -> None:
         """Start the OS writing out the bytes from `start` on, without waiting: the fsync
-        that seals the segment then has little left to write."""
+        that seals the segment then has little left to write. Then drop the cached pages
+        of the bytes before `start` (hashed, and written out since the group before), so
+        the next groups reuse them: a writer that never reads back has no use for them,
+        and fresh page-cache pages cost more than reused ones (bench/sim.py, compiled: W1
+        ~6-9% faster, W0 and W2 ~20%). Pages still being written out are kept by the
+        OS; both calls are advisory."""
+        fd = self.raw.fileno()
         if _SYNC_FILE_RANGE is not None:
-            _SYNC_FILE_RANGE(self.raw.fileno(), start, self.position - start, 2)  # WRITE
+            _SYNC_FILE_RANGE(fd, start, self.position - start, 2)  # WRITE
+        if _FADVISE is not None and self.dropped < start:
+            _FADVISE(fd, self.dropped, start - self.dropped, os.POSIX_FADV_DONTNEED)
+            self.dropped = start
 
     def end(self, fsync: bool) -> None:
         """End the stream (EOS), flush, fsync if asked and unsynced, close the file."""
@@ -991,6 +1002,7 @@ def _sync_file_range() -> Any:
 
 
 _SYNC_FILE_RANGE = _sync_file_range()
+_FADVISE = getattr(os, "posix_fadvise", None)  # not on macOS
 
 
 class _GroupWrite:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import tempfile
@@ -947,6 +948,44 @@ def test_writer_end_group_when_called_then_the_pending_entries_are_one_group_wri
     assert reader.verify().ok
     with pytest.raises(JournalError, match="the writer is closed"):
         writer.end_group()
+
+
+def test_group_writes_when_threaded_then_earlier_groups_pages_dropped_and_journal_intact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each threaded group write drops the cached pages of what came before it in each
+    file (written out since: the writer never reads them again), from where the last
+    drop ended: every byte before the last group once, in order; the journal reads back."""
+    from engine import journal
+
+    threads = threaded_groups(monkeypatch)
+    advised: list[tuple[str, int, int, int]] = []
+
+    def fadvise(fd: int, offset: int, length: int, advice: int) -> None:
+        advised.append((os.readlink(f"/proc/self/fd/{fd}"), offset, length, advice))
+
+    monkeypatch.setattr(journal, "_FADVISE", fadvise)
+    writer = JournalWriter(tmp_path, manifest(), batch_size=100, fsync="none")
+    for group in range(4):
+        for n in range(group * 10, group * 10 + 10):
+            writer.append(quote(n, price=100 + n % 7))
+        writer.end_group()
+    writer.close()
+    assert threads == ["group"] * 4
+    assert {advice for *_, advice in advised} == {os.POSIX_FADV_DONTNEED}
+    (path,) = {name for name, *_ in advised}  # the market-data file: quotes only
+    assert path.endswith(f"{MARKET_DIR}/000000{journal.OPEN_SUFFIX}")
+    spans = [(offset, length) for _, offset, length, _ in advised]
+    assert len(spans) == 4  # each group drops what came before it (the first: the magic)
+    assert spans[0][0] == 0
+    assert all(a + n == b for (a, n), (b, _) in itertools.pairwise(spans))
+    assert (
+        spans[-1][0] + spans[-1][1]
+        < (tmp_path / "run-1" / MARKET_DIR / "000000.arrow").stat().st_size
+    )
+    reader = JournalReader(tmp_path / "run-1")
+    assert [e.msg for e in reader.entries()] == [quote(n, price=100 + n % 7) for n in range(40)]
+    assert reader.verify().ok
 
 
 def test_market_table_when_written_then_instrument_and_venue_are_the_runs_dictionaries(
