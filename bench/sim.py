@@ -36,7 +36,7 @@ the fastest of `--repeats` runs (default 3: this machine's timings vary by up to
 from run to run), with the highest peak RSS of them; the runs must agree on the counts.
 
 Tape's per-event modules run compiled when `make native` has built the current source
-(see engine/native.py; `make bench` builds it), else as pure Python: the note column and
+(see engine/native.py), else as pure Python: the note column and
 `tape_engine` in the JSON say which.
 
 The peers run when installed (`uv pip install -e ".[bench]"`: nautilus-trader 1.221.0,

@@ -15,8 +15,8 @@ fees.
 - callback: W1 decided by a per-tick strategy (`SimRun(strategy=...)`): `on_quote` is
   called for every quote row and returns the same replacing signal at the decision rows.
 
-The engine runs compiled when `make native` has built this source (see engine/native.py;
-`make bench` builds it), else as pure Python; the result says which (`engine_mode`).
+The engine runs compiled when `make native` has built this source (see engine/native.py),
+else as pure Python; the result says which (`engine_mode`).
 
 Signals enter at the decision row's timestamp, after that row's quote (the runner's
 order at equal times: market data, then signals).
