@@ -156,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     except (BuildError, OSError) as exc:
         print(f"native: {exc}", file=sys.stderr)
         if args.optional:
-            print("native: not built; the engine runs as pure Python", file=sys.stderr)
+            kept = (native.BUILDS / key / native.MARKER).is_file()  # --force over a build
+            runs = "the earlier build of this source" if kept else "pure Python"
+            print(f"native: not built; the engine runs as {runs}", file=sys.stderr)
             return 0
         return 1
     took = time.perf_counter() - started
