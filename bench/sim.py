@@ -168,7 +168,7 @@ def results_table(ticks: int, results: list[Result]) -> Table:
         note = ""
         if r["engine"] == "tape":
             note = f"journal {r['journal_entries'] / 1e6:.2f}M entries, {r['journal_mb']:.0f} MB"
-            note += ", compiled" if r["engine_mode"].startswith("compiled") else ", pure Python"
+            note += ", compiled" if r["compiled"] else ", pure Python"
         elif r.get("ticks_seen", r["ticks"]) not in (r["ticks"], r["ticks"] - 1):
             note = f"saw {r['ticks_seen']:,} ticks"
         table.add_row(

@@ -43,7 +43,8 @@ MODULES = (
     "sim.run",
 )
 PACKAGES = ("engine", "sim")  # every source file of these is in the key
-GROUP = "tape_native"  # mypyc's shared library of the build: f"{GROUP}__mypyc"
+GROUP = "tape_native"  # mypyc's group name for the build
+LIBRARY = f"{GROUP}__mypyc"  # the build's shared library, imported by the modules' shims
 ROOT = Path(__file__).resolve().parent.parent
 BUILDS = ROOT / ".native"
 MARKER = "BUILT"  # written last: a build directory without it is not used
@@ -99,26 +100,35 @@ class Status:
         return f"pure Python ({self.reason})"
 
 
+def missing(directory: Path) -> list[str]:
+    """The extension modules of a build (`MODULES`, `LIBRARY`) not in `directory`."""
+    names = [*(m.replace(".", "/") for m in MODULES), LIBRARY]
+    return [name for name in names if extension(directory, name) is None]
+
+
+def complete(directory: Path) -> bool:
+    """Whether `directory` holds a whole build: its marker and every extension module."""
+    return (directory / MARKER).is_file() and not missing(directory)
+
+
 def _find() -> Status:
     key = source_key()
     directory = BUILDS / key
     setting = mode()
     if setting == "0":
         return Status(False, key, directory, "TAPE_NATIVE=0")
-    missing = [m for m in MODULES if extension(directory, m.replace(".", "/")) is None]
-    lib = extension(directory, f"{GROUP}__mypyc")
-    if not (directory / MARKER).is_file() or missing or lib is None:
+    lib = extension(directory, LIBRARY)
+    if lib is None or not complete(directory):
         reason = f"no build for this source in {directory}: run `make native`"
         if setting == "require":
             raise NativeError(f"TAPE_NATIVE=require: {reason}")
         return Status(False, key, directory, reason)
-    # The modules' shared library, under the name their shims import it by.
-    name = f"{GROUP}__mypyc"
-    spec = importlib.util.spec_from_file_location(name, lib)
+    # The shared library, under the name the modules' shims import it by.
+    spec = importlib.util.spec_from_file_location(LIBRARY, lib)
     if spec is None or spec.loader is None:
-        raise NativeError(f"{lib}: not loadable as the extension module {name}")
+        raise NativeError(f"{lib}: not loadable as the extension module {LIBRARY}")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
+    sys.modules[LIBRARY] = module
     spec.loader.exec_module(module)
     return Status(True, key, directory, "")
 

@@ -1,4 +1,4 @@
-"""The pre-trade gauntlet's configuration, its checks and the state they read.
+"""The pre-trade gauntlet's checks and the state they read (its configuration: engine.config).
 
 Invariants:
 - Three stages (DESIGN.md "Risk"): *schema* (the signal's own fields), *business* (reference

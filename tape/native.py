@@ -9,7 +9,7 @@ builds' directories are removed.
 
 - `--optional`: if the build fails (no compiler, say), say why and exit 0: the source
   runs instead. `make demo` builds this way; `make test` requires the build.
-- `--force`: build even if this source's build exists.
+- `--force`: build even if this source's build exists (else it says it is up to date).
 
 The compiler's output goes to `.native/build.log`.
 """
@@ -82,12 +82,11 @@ def class_keyword_problems(source: str, where: str) -> list[str]:
     return problems
 
 
-def build(*, force: bool = False, log: Path | None = None) -> Path:
-    """Compile `native.MODULES` for the current source; return the build's directory."""
-    key = native.source_key()
+def build(key: str | None = None, log: Path | None = None) -> Path:
+    """Compile `native.MODULES` for the current source (whose `native.source_key` is
+    `key`), replacing any build of it; return the build's directory."""
+    key = key or native.source_key()
     target = native.BUILDS / key
-    if (target / native.MARKER).is_file() and not force:
-        return target
     problems = []
     for name in native.MODULES:
         path = module_path(name)
@@ -117,10 +116,10 @@ def build(*, force: bool = False, log: Path | None = None) -> Path:
         shutil.rmtree(scratch, ignore_errors=True)
         tail = log.read_text(errors="replace").strip().splitlines()[-12:]
         raise BuildError(f"mypyc failed (exit {done.returncode}; {log}):\n" + "\n".join(tail))
-    missing = [n for n in native.MODULES if native.extension(out, n.replace(".", "/")) is None]
-    if missing or native.extension(out, f"{native.GROUP}__mypyc") is None:
+    missing = native.missing(out)
+    if missing:
         shutil.rmtree(scratch, ignore_errors=True)
-        raise BuildError(f"mypyc built no extension for {missing or native.GROUP} (see {log})")
+        raise BuildError(f"mypyc built no extension module for {missing} (see {log})")
     (out / native.MARKER).write_text(
         json.dumps(
             {
@@ -147,17 +146,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="rebuild an existing build")
     args = parser.parse_args(argv)
     key = native.source_key()
-    if (native.BUILDS / key / native.MARKER).is_file() and not args.force:
+    built = native.complete(native.BUILDS / key)
+    if built and not args.force:
         print(f"native: up to date ({native.BUILDS / key})")
         return 0
     started = time.perf_counter()
     try:
-        target = build(force=args.force)
+        target = build(key)
     except (BuildError, OSError) as exc:
         print(f"native: {exc}", file=sys.stderr)
-        if args.optional:
-            kept = (native.BUILDS / key / native.MARKER).is_file()  # --force over a build
-            runs = "the earlier build of this source" if kept else "pure Python"
+        if args.optional:  # a failed --force leaves the build it would have replaced
+            runs = "the earlier build of this source" if built else "pure Python"
             print(f"native: not built; the engine runs as {runs}", file=sys.stderr)
             return 0
         return 1

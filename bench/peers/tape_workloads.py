@@ -16,7 +16,7 @@ fees.
   called for every quote row and returns the same replacing signal at the decision rows.
 
 The engine runs compiled when `make native` has built this source (see engine/native.py),
-else as pure Python; the result says which (`engine_mode`).
+else as pure Python; the result says which (`compiled`, and `engine_mode` in words).
 
 Signals enter at the decision row's timestamp, after that row's quote (the runner's
 order at equal times: market data, then signals).
@@ -221,6 +221,7 @@ def run(workload: str, ticks: int, cache: Path) -> dict[str, Any]:
         "journal_entries": result.inputs + result.effects,
         "journal_mb": journal_bytes / 2**20,
         "undone": result.undone,
+        "compiled": native.status().active,
         "engine_mode": native.status().describe(),
     }
 

@@ -68,10 +68,11 @@ def test_find_when_no_build_or_an_unfinished_one_then_source_runs_or_require_rai
     assert found.describe().startswith("pure Python (no build for this source")
     # every module's extension but no BUILT marker: a build cut short is not used
     unfinished = tmp_path / found.key
-    for name in (*native.MODULES, f"{native.GROUP}__mypyc"):
+    for name in (*native.MODULES, native.LIBRARY):
         path = unfinished / (name.replace(".", "/") + EXTENSION_SUFFIXES[0])
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"")
+    assert native.missing(unfinished) == [] and not native.complete(unfinished)
     assert not native._find().active
     monkeypatch.setenv("TAPE_NATIVE", "require")
     with pytest.raises(native.NativeError, match=r"TAPE_NATIVE=require: no build .*`make native`"):
